@@ -133,6 +133,12 @@ export const REPLIES = {
   unpublish_result: { attrs: { info: word } },
   lookup_result: { attrs: { info: word, port: { ...word, required: true } } },
   spawn_result: { attrs: { errcodes: word } },
+  /**
+   * pmibridge's answer to a line it cannot attribute to any query (garbage, blank line, unknown
+   * command, PMI-2 framing): no client waits for it by name, but it shows up in traces and tells a
+   * person what went wrong. hydra kills the job instead; flux's job shell dies.
+   */
+  error: { attrs: {} },
 } as const satisfies Readonly<Record<string, ReplyDef>>;
 
 /** Attributes every reply carries before its own. */

@@ -94,12 +94,20 @@ function isProblem(x: unknown): x is Problem {
   return typeof x === 'object' && x !== null && 'rc' in x && 'code' in x;
 }
 
+const TOKENIZE_PROBLEMS = {
+  blank: ['E_BLANK_LINE', 'blank_line'],
+  nul: ['E_NUL_BYTE', 'line_contains_a_NUL_byte'],
+  pmi2: ['E_PMI2', 'PMI-2_is_not_served_use_PMI-1'],
+  'not-pmi1': ['E_NOT_PMI1', 'not_a_PMI-1_line_expected_cmd='],
+  'no-name': ['E_NO_COMMAND', 'empty_command_name'],
+} as const;
+
 /** Decode one request line (without its `\n`). `mcmd=` lines are reported as `spawn` for spawn.ts. */
 export function decodeQuery(line: string): DecodedQuery {
   const tokens = tokenize(line, queryVocabulary);
   if (!isTokens(tokens)) {
-    const code = { blank: 'E_BLANK_LINE', nul: 'E_NUL_BYTE', pmi2: 'E_PMI2', 'not-pmi1': 'E_NOT_PMI1', 'no-name': 'E_NO_COMMAND' }[tokens.reason];
-    return { ok: false, problem: problem(code, PMI_RC.FAIL, code.slice(2).toLowerCase(), tokens.detail) };
+    const [code, msg] = TOKENIZE_PROBLEMS[tokens.reason];
+    return { ok: false, problem: problem(code, PMI_RC.FAIL, msg, tokens.detail) };
   }
   if (tokens.head === 'mcmd') {
     return {
