@@ -88,6 +88,9 @@ export interface RankSnapshot {
 
 export const DEFAULT_MAX_STRIKES = 8;
 
+/** Characters formatReply refuses to write (space and tab are refused earlier with their own code). */
+const UNSAFE_VALUE = /[\r\n\0]/;
+
 export class ServerEngine {
   readonly size: number;
   readonly kvsname: string;
@@ -265,6 +268,9 @@ export class ServerEngine {
       case 'abort':
         return this.abort(conn, q, out);
       case 'publish_name':
+        if (UNSAFE_VALUE.test(q.port)) {
+          return this.answerFailure(conn, q.cmd, problem('E_PORT_HAS_CONTROL', PMI_RC.ERR_INVALID_ARG, 'port_contains_a_control_character', 'a published port cannot contain CR, LF or NUL (lookup_name could not return it)'), out, false);
+        }
         if (this.names.publish(q.service, q.port)) return this.reply(conn, { cmd: 'publish_result', rc: 0 }, out);
         return this.answerFailure(conn, q.cmd, problem('E_SERVICE_EXISTS', 1, `service_${q.service}_already_published`, `service ${q.service} is already published`), out, false);
       case 'unpublish_name':
@@ -369,6 +375,8 @@ export class ServerEngine {
     }
     // We would have to write it back in get_result, and a space there breaks every MPICH client.
     if (/[ \t]/.test(value)) return problem('E_VALUE_HAS_SPACE', PMI_RC.ERR_INVALID_VAL, 'value_contains_a_space', 'PMI-1 values cannot contain spaces (MPICH clients cannot read them back); encode the value');
+    // A CR (e.g. a client writing CRLF) would make formatReply throw when the value is read back.
+    if (UNSAFE_VALUE.test(value)) return problem('E_VALUE_HAS_CONTROL', PMI_RC.ERR_INVALID_VAL, 'value_contains_a_control_character', 'PMI-1 values cannot contain CR, LF or NUL (did the client send CRLF line endings?)');
     if (key.startsWith('PMI_')) return problem('E_RESERVED_KEY', PMI_RC.ERR_INVALID_KEY, 'keys_starting_with_PMI_are_reserved', `key ${key} is reserved (PMI_ keys belong to the process manager)`);
     return null;
   }

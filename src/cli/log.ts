@@ -1,0 +1,111 @@
+/**
+ * Structured logs: pino JSON lines on stderr, fed by the observer bus. The one-line outcome of a
+ * job is printed separately in plain words (see report.ts); logs are for detail and scripts.
+ */
+import { pino, type Logger, type Level } from 'pino';
+import type { BusEvent, ObserverBus } from '../host/bus.js';
+import { UsageError } from './args.js';
+
+const LEVELS = new Set(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
+
+export function createLogger(level: string, name = 'pmibridge'): Logger {
+  if (!LEVELS.has(level)) throw new UsageError(name, `--log-level must be one of ${[...LEVELS].join(', ')}, got ${JSON.stringify(level)}`);
+  // Synchronous writes: a log line written just before process.exit must not be lost.
+  return pino({ name, level, base: { pid: process.pid } }, pino.destination({ dest: 2, sync: true }));
+}
+
+function levelOf(ev: BusEvent): Level {
+  switch (ev.type) {
+    case 'line':
+      return 'trace';
+    case 'listening':
+      return 'info';
+    case 'peer-refused':
+    case 'transport-error':
+      return 'warn';
+    case 'closed':
+      return 'debug';
+    case 'engine':
+      switch (ev.event.type) {
+        case 'put':
+          return 'trace';
+        case 'connected':
+        case 'initialized':
+        case 'barrier':
+          return 'debug';
+        case 'disconnected':
+          return ev.event.clean ? 'debug' : 'warn';
+        case 'bound':
+        case 'barrier-complete':
+        case 'finalized':
+          return 'info';
+        case 'refused':
+        case 'protocol-error':
+        case 'aborted':
+          return 'warn';
+        case 'rank-failed':
+          return 'error';
+        case 'job-finished':
+          return ev.event.status.ok ? 'info' : 'error';
+      }
+  }
+}
+
+function messageOf(ev: BusEvent): string {
+  switch (ev.type) {
+    case 'line':
+      return `${ev.dir === 'in' ? 'C>' : 'S<'} ${ev.line}`;
+    case 'listening':
+      return `listening on PMI_PORT=${ev.pmiPort}`;
+    case 'peer-refused':
+      return `refused a connection from ${ev.peer}: ${ev.reason}`;
+    case 'transport-error':
+      return ev.message;
+    case 'closed':
+      return `connection ${ev.conn} closed: ${ev.reason}`;
+    case 'engine': {
+      const e = ev.event;
+      switch (e.type) {
+        case 'connected':
+          return `connection ${e.conn} opened (${e.facts.transport}${e.facts.peer ? ` ${e.facts.peer}` : ''})`;
+        case 'bound':
+          return `rank ${e.rank} is connection ${e.conn} (${e.how === 'anonymous' ? 'sent init without initack; given the lowest free rank' : e.how})`;
+        case 'initialized':
+          return `rank ${e.rank} initialized`;
+        case 'refused':
+          return `refused connection ${e.conn}: ${e.message}`;
+        case 'protocol-error':
+          return `${e.rank !== undefined ? `rank ${e.rank}` : `connection ${e.conn}`}: ${e.message}`;
+        case 'put':
+          return `rank ${e.rank} put ${e.key} (${e.bytes} bytes)`;
+        case 'barrier':
+          return `barrier ${e.epoch}: ${e.entered}/${e.size} ranks in`;
+        case 'barrier-complete':
+          return `barrier ${e.epoch} complete: ${e.committed} puts committed, ${e.keys} keys`;
+        case 'finalized':
+          return `rank ${e.rank} finalized (${e.finalized}/${e.size})`;
+        case 'aborted':
+          return `rank ${e.rank ?? '?'} aborted with exit code ${e.exitCode}${e.message ? `: ${e.message}` : ''}`;
+        case 'disconnected':
+          return `connection ${e.conn}${e.rank !== undefined ? ` (rank ${e.rank})` : ''} disconnected${e.clean ? '' : ' before finalize'}`;
+        case 'rank-failed':
+          return e.message;
+        case 'job-finished':
+          return `job finished: ${e.status.reason}`;
+      }
+    }
+  }
+}
+
+/** Log every bus event at its level; per-line events only when trace is on. */
+export function logBus(bus: ObserverBus, log: Logger): void {
+  bus.subscribe(
+    (ev) => {
+      const level = levelOf(ev);
+      if (!log.isLevelEnabled(level)) return;
+      const { type, ...rest } = ev.type === 'engine' ? ev.event : ev;
+      log[level]({ event: type, ...rest }, messageOf(ev));
+    },
+    { lines: log.isLevelEnabled('trace') },
+  );
+}

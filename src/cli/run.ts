@@ -1,0 +1,61 @@
+/** `pmibridge run`: the embedded server plus a launcher, like `mpiexec -n N prog`. */
+import { createLogger, logBus } from './log.js';
+import { helpText, intOption, parseCommand, splitCommand, stringOption, UsageError, type CommandSpec } from './args.js';
+import { EXIT } from './exit-codes.js';
+import { JOB_OPTIONS, jobOptions } from './server-options.js';
+import { ObserverBus } from '../host/bus.js';
+import { isLoopbackHost } from '../protocol/address.js';
+
+export const spec: CommandSpec = {
+  name: 'run',
+  usage: 'pmibridge run -n N [options] [--] program [args…]',
+  summary: 'Start the embedded PMI-1 server and launch N ranks of a program; exit with the job status.',
+  description: [
+    'Ranks get the environment hydra gives: PMI_FD, PMI_RANK, PMI_SIZE (--pmi fd) or',
+    'PMI_PORT, PMI_ID, PMI_RANK, PMI_SIZE (--pmi tcp|unix). A rank that exits non-zero or drops its',
+    'PMI connection before finalize fails the job at once, and the other ranks are killed.',
+    'Exit status: 0 success; the abort code after PMI_Abort; a failing rank\'s code; 128+N for a',
+    'signal; 127 when the program cannot be started; 2 for a bad command line.',
+  ].join('\n'),
+  allowPositionals: true,
+  options: {
+    np: { short: 'n', type: 'string', arg: 'N', help: 'number of ranks (required)' },
+    pmi: { type: 'string', arg: 'fd|tcp|unix', default: 'fd', help: 'how ranks reach the server: inherited socket, loopback TCP, or a private Unix socket' },
+    label: { short: 'l', type: 'boolean', help: 'prefix each output line with [rank]' },
+    attach: { type: 'string', arg: 'RANK', help: 'do not start RANK; print the environment and command to start it by hand (e.g. under lldb) and wait for it' },
+    'tcp-host': { type: 'string', arg: 'HOST', default: '127.0.0.1', help: 'address the TCP listener binds (loopback unless told otherwise)' },
+    ...JOB_OPTIONS,
+  },
+  examples: [
+    'pmibridge run -n 4 ./mpi_hello',
+    'pmibridge run -n 8 --pmi tcp --label -- ./mpi_prog --its-own-flag',
+    'pmibridge run -n 4 --pmi unix -- pmibridge pmi exchange',
+    'pmibridge run -n 2 --attach 1 -- ./mpi_prog    # then start rank 1 under lldb as printed',
+  ],
+};
+
+export async function main(argv: string[]): Promise<number> {
+  const { ours, command } = splitCommand(spec, argv);
+  const { values } = parseCommand(spec, ours);
+  if (values['help']) {
+    process.stdout.write(helpText(spec));
+    return EXIT.OK;
+  }
+  const size = intOption(spec, values, 'np', 1, 1_000_000);
+  if (size === undefined) throw new UsageError('run', 'the number of ranks is required: -n N');
+  if (command.length === 0) throw new UsageError('run', 'no program given: pmibridge run -n N [--] program [args…]');
+  const pmi = stringOption(values, 'pmi') ?? 'fd';
+  if (pmi !== 'fd' && pmi !== 'tcp' && pmi !== 'unix') throw new UsageError('run', `--pmi must be fd, tcp or unix, got ${JSON.stringify(pmi)}`);
+  const attach = intOption(spec, values, 'attach', 0, size - 1);
+  const tcpHost = stringOption(values, 'tcp-host') ?? '127.0.0.1';
+  const server = jobOptions(spec, values);
+  const log = createLogger(stringOption(values, 'log-level') ?? 'warn', 'pmibridge-run');
+  const bus = new ObserverBus();
+  logBus(bus, log);
+  if (!isLoopbackHost(tcpHost)) log.warn(`TCP listener on ${tcpHost}: any host that reaches it can join the job (PMI has no authentication)`);
+
+  const { launch } = await import('../launcher/launch.js');
+  const result = await launch({ size, command, pmi, label: Boolean(values['label']), ...(attach !== undefined ? { attach } : {}), tcpHost, server, bus });
+  if (!result.ok) process.stderr.write(`pmibridge run: job failed: ${result.reason}\n`);
+  return result.exitCode;
+}

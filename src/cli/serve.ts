@@ -1,0 +1,82 @@
+/** `pmibridge serve`: a standalone PMI-1 server for ranks started by something else. */
+import { createLogger, logBus } from './log.js';
+import { helpText, intOption, listOption, parseCommand, stringOption, UsageError, type CommandSpec } from './args.js';
+import { EXIT } from './exit-codes.js';
+import { JOB_OPTIONS, jobOptions } from './server-options.js';
+import { ObserverBus } from '../host/bus.js';
+import { JobServer } from '../host/job-server.js';
+import { AddressError, isLoopbackHost, parseAddress, type PmiAddress } from '../protocol/address.js';
+import { constants as osConstants } from 'node:os';
+
+export const spec: CommandSpec = {
+  name: 'serve',
+  usage: 'pmibridge serve --size N [--listen URL …] [options]',
+  summary: 'Serve one PMI-1 job of N ranks on TCP and/or Unix sockets until it finalizes or aborts.',
+  description: [
+    'Prints one PMI_PORT=<address> line per listener on stdout (--json: one JSON object), then',
+    'serves; give each rank PMI_PORT and PMI_ID=<rank>. URL forms: host:port, tcp://host:port,',
+    'tcp://[::1]:port, unix:///abs/path, /abs/path, or "unix" for a socket in a new private',
+    'directory. Port 0 picks a free port. Exit status: 0 when every rank finalized, the abort code',
+    'after PMI_Abort, 1 when a rank dropped its connection before finalize.',
+  ].join('\n'),
+  options: {
+    size: { short: 'n', type: 'string', arg: 'N', help: 'number of ranks in the job (required)' },
+    listen: { type: 'string', arg: 'URL', multiple: true, help: 'address to listen on (default: tcp://127.0.0.1:0)' },
+    json: { type: 'boolean', help: 'print the listeners as one JSON object instead of PMI_PORT lines' },
+    ...JOB_OPTIONS,
+  },
+  examples: [
+    'pmibridge serve -n 2 --listen tcp://127.0.0.1:0',
+    'pmibridge serve -n 4 --listen unix:///run/user/1000/pmi/job.sock --listen 127.0.0.1:7000',
+  ],
+};
+
+export async function main(argv: string[]): Promise<number> {
+  const { values } = parseCommand(spec, argv);
+  if (values['help']) {
+    process.stdout.write(helpText(spec));
+    return EXIT.OK;
+  }
+  const size = intOption(spec, values, 'size', 1, 1_000_000);
+  if (size === undefined) throw new UsageError('serve', 'the job size is required: --size N');
+  const urls = listOption(values, 'listen');
+  const addresses: Array<PmiAddress | 'private-unix'> = (urls.length ? urls : ['tcp://127.0.0.1:0']).map((u) => {
+    if (u === 'unix') return 'private-unix';
+    try {
+      return parseAddress(u, { allowPortZero: true });
+    } catch (err) {
+      if (err instanceof AddressError) throw new UsageError('serve', `--listen: ${err.message}`);
+      throw err;
+    }
+  });
+  const log = createLogger(stringOption(values, 'log-level') ?? 'warn', 'pmibridge-serve');
+  const bus = new ObserverBus();
+  logBus(bus, log);
+  const server = new JobServer({ ...jobOptions(spec, values), size, bus });
+  const ports: string[] = [];
+  try {
+    for (const a of addresses) {
+      if (a !== 'private-unix' && a.kind === 'tcp' && !isLoopbackHost(a.host)) {
+        log.warn(`listening on ${a.host}: any host that reaches it can join the job (PMI has no authentication)`);
+      }
+      ports.push((await server.listen(a)).pmiPort);
+    }
+  } catch (err) {
+    await server.close();
+    throw new Error(`cannot listen: ${(err as Error).message}`);
+  }
+  if (values['json']) {
+    process.stdout.write(`${JSON.stringify({ size, kvsname: server.engine.kvsname, listeners: ports.map((p) => ({ PMI_PORT: p })) })}\n`);
+  } else {
+    process.stdout.write(ports.map((p) => `PMI_PORT=${p}\n`).join(''));
+  }
+  const onSignal = (sig: NodeJS.Signals) => server.fail({ ok: false, exitCode: 128 + (osConstants.signals[sig] ?? 1), reason: `interrupted by ${sig}` });
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  const status = await server.done;
+  process.off('SIGINT', onSignal);
+  process.off('SIGTERM', onSignal);
+  await server.close();
+  if (!status.ok) process.stderr.write(`pmibridge serve: job failed: ${status.reason}\n`);
+  return status.exitCode;
+}

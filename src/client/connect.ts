@@ -1,0 +1,38 @@
+/** Open the socket an endpoint names: an inherited fd, or a TCP / Unix connection. */
+import { Socket, connect as netConnect } from 'node:net';
+import { fstatSync } from 'node:fs';
+import type { PmiEndpoint } from './env.js';
+import { PmiEnvError } from './env.js';
+
+export async function openEndpoint(ep: PmiEndpoint, timeoutMs = 30_000): Promise<Socket> {
+  if (ep.mode === 'fd') {
+    let isSocket = false;
+    try {
+      isSocket = fstatSync(ep.fd).isSocket();
+    } catch {
+      throw new PmiEnvError(`PMI_FD=${ep.fd} is not open in this process (a debugger such as lldb closes inherited descriptors; start the rank with PMI_PORT and PMI_ID instead, e.g. via pmibridge run --attach)`);
+    }
+    if (!isSocket) throw new PmiEnvError(`PMI_FD=${ep.fd} is open but not a socket`);
+    return new Socket({ fd: ep.fd, readable: true, writable: true });
+  }
+  const addr = ep.address;
+  const socket = addr.kind === 'tcp' ? netConnect({ host: addr.host, port: addr.port, noDelay: true }) : netConnect({ path: addr.path });
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`timed out connecting to PMI_PORT after ${timeoutMs} ms`));
+    }, timeoutMs);
+    socket.once('connect', () => {
+      clearTimeout(timer);
+      socket.off('error', onError);
+      resolve();
+    });
+    const onError = (err: NodeJS.ErrnoException) => {
+      clearTimeout(timer);
+      const where = addr.kind === 'tcp' ? `${addr.host}:${addr.port}` : addr.path;
+      reject(new Error(`cannot connect to the PMI server at ${where}: ${err.code ?? err.message} (is the server running and PMI_PORT right?)`));
+    };
+    socket.once('error', onError);
+  });
+  return socket;
+}

@@ -1,0 +1,38 @@
+/**
+ * The observer bus: every observable thing a host does passes here once. Logs, the tap and
+ * metrics are subscribers, never special cases inside engines. Subscribers must not throw; one
+ * that does is reported to the others and does not stop delivery.
+ */
+import type { EngineEvent, ConnId } from '../server/types.js';
+
+export type BusEvent =
+  | { readonly type: 'engine'; readonly event: EngineEvent }
+  | { readonly type: 'line'; readonly conn: ConnId; readonly dir: 'in' | 'out'; readonly line: string; readonly rank?: number }
+  | { readonly type: 'listening'; readonly pmiPort: string }
+  | { readonly type: 'peer-refused'; readonly peer: string; readonly uid?: number; readonly reason: string }
+  | { readonly type: 'closed'; readonly conn: ConnId; readonly reason: string; readonly rank?: number }
+  | { readonly type: 'transport-error'; readonly message: string };
+
+export type Subscriber = (ev: BusEvent) => void;
+
+export class ObserverBus {
+  private readonly subscribers = new Set<Subscriber>();
+  /** True when someone wants per-line events (they cost an allocation per line). */
+  wantsLines = false;
+
+  subscribe(fn: Subscriber, opts: { lines?: boolean } = {}): () => void {
+    this.subscribers.add(fn);
+    if (opts.lines) this.wantsLines = true;
+    return () => this.subscribers.delete(fn);
+  }
+
+  emit(ev: BusEvent): void {
+    for (const fn of this.subscribers) {
+      try {
+        fn(ev);
+      } catch (err) {
+        if (ev.type !== 'transport-error') this.emit({ type: 'transport-error', message: `observer failed: ${String(err)}` });
+      }
+    }
+  }
+}

@@ -1,0 +1,127 @@
+/**
+ * JobServer: a ServerEngine on real sockets. It owns listeners and connections, feeds the engine
+ * what they receive, carries out the engine's actions, and publishes everything on the bus.
+ *
+ * Used by `pmibridge run` (PMI_FD channels and/or a listener) and `pmibridge serve` (listeners).
+ */
+import type { Socket } from 'node:net';
+import type { PmiAddress } from '../protocol/address.js';
+import { ServerEngine, type EngineOptions } from '../server/engine.js';
+import type { Action, ConnId, ConnectionFacts, JobStatus } from '../server/types.js';
+import { LineConnection } from '../transport/line-connection.js';
+import { listen, listenPrivateUnix, type Listener } from '../transport/listen.js';
+import { ObserverBus } from './bus.js';
+
+export interface JobServerOptions extends EngineOptions {
+  readonly allowUids?: readonly number[];
+  readonly bus?: ObserverBus;
+}
+
+export class JobServer {
+  readonly engine: ServerEngine;
+  readonly bus: ObserverBus;
+  readonly done: Promise<JobStatus>;
+  private resolveDone!: (s: JobStatus) => void;
+  private readonly connections = new Map<ConnId, LineConnection>();
+  private readonly listeners: Listener[] = [];
+  private nextId = 1;
+
+  constructor(private readonly opts: JobServerOptions) {
+    this.engine = new ServerEngine(opts);
+    this.bus = opts.bus ?? new ObserverBus();
+    this.done = new Promise((resolve) => (this.resolveDone = resolve));
+  }
+
+  /** Listen on an address (or a private Unix socket when `address` is 'private-unix'). */
+  async listen(address: PmiAddress | 'private-unix'): Promise<Listener> {
+    const options = {
+      allowUids: this.opts.allowUids ?? [],
+      onConnection: (socket: Socket, peer: { transport: 'tcp' | 'unix'; uid?: number; peer: string }) =>
+        this.attach(socket, { transport: peer.transport, peer: peer.peer, ...(peer.uid !== undefined ? { uid: peer.uid } : {}) }),
+      onRefused: (peer: { peer: string; uid?: number }, reason: string) =>
+        this.bus.emit({ type: 'peer-refused', peer: peer.peer, reason, ...(peer.uid !== undefined ? { uid: peer.uid } : {}) }),
+      onError: (err: Error) => this.bus.emit({ type: 'transport-error', message: err.message }),
+    };
+    const l = address === 'private-unix' ? await listenPrivateUnix(options) : await listen(address, options);
+    this.listeners.push(l);
+    this.bus.emit({ type: 'listening', pmiPort: l.pmiPort });
+    return l;
+  }
+
+  /** Serve a connected socket (an accepted peer, or a rank's PMI_FD channel with facts.rank). */
+  attach(socket: Socket, facts: ConnectionFacts): ConnId {
+    const id = this.nextId++;
+    const conn = new LineConnection(socket, this.engine.limits.maxLine, {
+      onInput: (input) => {
+        if (this.bus.wantsLines) {
+          const line = input.kind === 'line' ? input.line : `${input.prefix}… (${input.length} bytes)`;
+          const rank = this.engine.rankOf(id);
+          this.bus.emit({ type: 'line', conn: id, dir: 'in', line, ...(rank !== undefined ? { rank } : {}) });
+        }
+        this.apply(this.engine.receive(id, input));
+      },
+      onClose: (reason) => {
+        this.connections.delete(id);
+        const rank = this.engine.rankOf(id);
+        this.bus.emit({ type: 'closed', conn: id, reason, ...(rank !== undefined ? { rank } : {}) });
+        this.apply(this.engine.disconnect(id));
+      },
+    });
+    this.connections.set(id, conn);
+    this.apply(this.engine.connect(id, facts));
+    return id;
+  }
+
+  /** Resolves once no rank is bound to a live connection (all finalized, or gone). */
+  ranksDisconnected(): Promise<void> {
+    const idle = () => this.engine.rankStates().every((r) => r.conn === null || this.engine.finished !== null);
+    if (idle()) return Promise.resolve();
+    return new Promise((resolve) => {
+      const unsubscribe = this.bus.subscribe((ev) => {
+        if (ev.type === 'engine' && idle()) {
+          unsubscribe();
+          resolve();
+        }
+      });
+    });
+  }
+
+  /** End the job from outside (a rank process died, a signal); the first status wins. */
+  fail(status: JobStatus): void {
+    this.apply(this.engine.fail(status));
+  }
+
+  private apply(actions: readonly Action[]): void {
+    for (const a of actions) {
+      switch (a.kind) {
+        case 'send': {
+          const c = this.connections.get(a.conn);
+          if (!c) break;
+          if (this.bus.wantsLines) {
+            const rank = this.engine.rankOf(a.conn);
+            for (const line of a.data.split('\n').slice(0, -1)) {
+              this.bus.emit({ type: 'line', conn: a.conn, dir: 'out', line, ...(rank !== undefined ? { rank } : {}) });
+            }
+          }
+          c.send(a.data);
+          break;
+        }
+        case 'close':
+          this.connections.get(a.conn)?.end();
+          break;
+        case 'event':
+          this.bus.emit({ type: 'engine', event: a.event });
+          break;
+        case 'finished':
+          this.resolveDone(a.status);
+          break;
+      }
+    }
+  }
+
+  /** Stop listening and drop every connection. */
+  async close(): Promise<void> {
+    for (const c of this.connections.values()) c.destroy();
+    await Promise.all(this.listeners.splice(0).map((l) => l.close()));
+  }
+}
