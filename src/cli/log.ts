@@ -34,19 +34,18 @@ function levelOf(ev: BusEvent): Level {
         case 'barrier':
           return 'debug';
         case 'disconnected':
-          return ev.event.clean ? 'debug' : 'warn';
+          return ev.event.clean ? 'debug' : 'info';
+        // The job's outcome is printed in plain words by run/serve; its log lines are detail.
         case 'bound':
         case 'barrier-complete':
         case 'finalized':
+        case 'aborted':
+        case 'rank-failed':
+        case 'job-finished':
           return 'info';
         case 'refused':
         case 'protocol-error':
-        case 'aborted':
           return 'warn';
-        case 'rank-failed':
-          return 'error';
-        case 'job-finished':
-          return ev.event.status.ok ? 'info' : 'error';
       }
   }
 }

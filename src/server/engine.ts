@@ -173,7 +173,8 @@ export class ServerEngine {
     this.conns.delete(id);
     const out: Action[] = [];
     const rank = conn.rank;
-    const clean = conn.phase === 'finalized' || !conn.spoke;
+    // Once the job is over, dropped connections are its consequence, not new failures.
+    const clean = conn.phase === 'finalized' || !conn.spoke || this.result !== null;
     out.push(event({ type: 'disconnected', conn: id, clean, ...(rank !== undefined ? { rank } : {}) }));
     if (rank === undefined) return out;
     const slot = this.ranks[rank];
@@ -183,7 +184,7 @@ export class ServerEngine {
       conn.inBarrier = false;
       this.barrierCount--;
     }
-    if (conn.phase === 'finalized') return out;
+    if (conn.phase === 'finalized' || this.result !== null) return out;
     if (!conn.spoke) {
       slot.state = 'waiting'; // never started PMI (e.g. a non-MPI program): nothing lost
       return out;
