@@ -1,0 +1,161 @@
+/**
+ * The multi-line `mcmd=spawn … endcmd` request: MPICH >= 4.1 one-attribute-per-line blocks, legacy
+ * multi-pair lines, multi-segment requests, malformed blocks and the line limit.
+ */
+import t from 'tap';
+import { SpawnAssembler, formatSpawn, type SpawnRequest, type SpawnStep } from '../src/protocol/index.js';
+
+/** Feed lines; return every step (the last one is the interesting one). */
+function feed(a: SpawnAssembler, lines: readonly string[]): SpawnStep[] {
+  return lines.map((l) => a.push(l));
+}
+
+const linesOf = (block: string) => block.replace(/\n$/, '').split('\n');
+
+t.test('MPICH >= 4.1 block, one attribute per line', async (t) => {
+  // pmi-wire-protocol.md §2.13; values may hold anything but \n (spaces, '=').
+  const block = [
+    'mcmd=spawn',
+    'nprocs=2',
+    'execname=/usr/bin/worker',
+    'totspawns=1',
+    'spawnssofar=1',
+    'argcnt=2',
+    'arg1=--name=a b',
+    'arg2=plain',
+    'preput_num=1',
+    'preput_key_0=PARENT_ROOT_PORT_NAME',
+    'preput_val_0=tag#0$description#vm$port#33$ifname#127.0.0.1$',
+    'info_num=1',
+    'info_key_0=wdir',
+    'info_val_0=/tmp/with space',
+    'endcmd',
+  ];
+  const a = new SpawnAssembler(1024);
+  t.equal(a.active, false);
+  const steps = feed(a, block);
+  t.same(steps.slice(0, -1).map((s) => s.kind), Array(block.length - 1).fill('more'), 'more until endcmd');
+  t.same(steps.at(-1), {
+    kind: 'done',
+    request: {
+      segments: [
+        {
+          nprocs: 2,
+          execname: '/usr/bin/worker',
+          args: ['--name=a b', 'plain'],
+          preput: new Map([['PARENT_ROOT_PORT_NAME', 'tag#0$description#vm$port#33$ifname#127.0.0.1$']]),
+          info: new Map([['wdir', '/tmp/with space']]),
+        },
+      ],
+    },
+  });
+  t.equal(a.active, false, 'idle after done');
+});
+
+t.test('formatSpawn writes the MPICH >= 4.1 block and the assembler reads it back', async (t) => {
+  const req: SpawnRequest = {
+    segments: [
+      { nprocs: 1, execname: 'child', args: [], preput: new Map(), info: new Map() },
+    ],
+  };
+  const block = formatSpawn(req);
+  t.equal(block, 'mcmd=spawn\nnprocs=1\nexecname=child\ntotspawns=1\nspawnssofar=1\nargcnt=0\npreput_num=0\ninfo_num=0\nendcmd\n');
+  const steps = feed(new SpawnAssembler(100), linesOf(block));
+  t.same(steps.at(-1), { kind: 'done', request: req });
+});
+
+t.test('legacy client: several key=value pairs per line', async (t) => {
+  const a = new SpawnAssembler(1024);
+  const steps = feed(a, [
+    'mcmd=spawn',
+    'nprocs=3 execname=/bin/hostname totspawns=1 spawnssofar=1',
+    'arg1=-s arg2=-f argcnt=2',
+    'preput_num=1 preput_key_0=k0 preput_val_0=v0',
+    'info_num=0',
+    'endcmd',
+  ]);
+  t.same(steps.at(-1), {
+    kind: 'done',
+    request: { segments: [{ nprocs: 3, execname: '/bin/hostname', args: ['-s', '-f'], preput: new Map([['k0', 'v0']]), info: new Map() }] },
+  });
+});
+
+t.test('two segments: done only after spawnssofar == totspawns', async (t) => {
+  const req: SpawnRequest = {
+    segments: [
+      { nprocs: 2, execname: 'a.out', args: ['x'], preput: new Map([['pk', 'pv']]), info: new Map([['host', 'n1']]) },
+      { nprocs: 1, execname: 'b.out', args: [], preput: new Map(), info: new Map() },
+    ],
+  };
+  const block = formatSpawn(req);
+  t.equal((block.match(/^endcmd$/gm) ?? []).length, 2, 'one endcmd per segment');
+  t.equal((block.match(/^preput_num=/gm) ?? []).length, 1, 'preput only in the first segment (>= 4.1)');
+  const lines = linesOf(block);
+  const firstEnd = lines.indexOf('endcmd');
+  const a = new SpawnAssembler(1024);
+  const steps = feed(a, lines);
+  t.equal(steps[firstEnd]?.kind, 'more', 'the first endcmd (spawnssofar=1 of 2) is not the end');
+  t.equal(a.active, false, 'between segments no segment is open');
+  t.same(steps.at(-1), { kind: 'done', request: req });
+  t.equal(steps.filter((s) => s.kind === 'done').length, 1, 'one result for the whole request');
+});
+
+t.test('segments out of order still end at the segment whose spawnssofar reaches totspawns', async (t) => {
+  const seg = (sofar: number) => ['mcmd=spawn', 'nprocs=1', 'execname=e', 'totspawns=3', `spawnssofar=${sofar}`, 'argcnt=0', 'info_num=0', 'endcmd'];
+  const a = new SpawnAssembler(1024);
+  const steps = feed(a, [...seg(1), ...seg(2)]);
+  t.ok(steps.every((s) => s.kind === 'more'), 'two of three segments: still more');
+  const last = feed(a, seg(3)).at(-1);
+  t.equal(last?.kind, 'done');
+  t.equal(last?.kind === 'done' && last.request.segments.length, 3);
+});
+
+t.test('malformed blocks are errors, and the assembler starts afresh after one', async (t) => {
+  const good = ['mcmd=spawn', 'nprocs=1', 'execname=e', 'totspawns=1', 'spawnssofar=1', 'endcmd'];
+  const cases: ReadonlyArray<readonly [string, readonly string[], RegExp]> = [
+    ['does not start with mcmd=spawn', ['nprocs=1'], /must start with mcmd=spawn/],
+    ['another mcmd', ['mcmd=spawnx'], /must start with mcmd=spawn/],
+    ['a line without =', ['mcmd=spawn', 'garbage'], /without key=value/],
+    ['a line starting with =', ['mcmd=spawn', '=x'], /without key=value/],
+    ['mcmd= inside a segment', ['mcmd=spawn', 'nprocs=1', 'mcmd=spawn'], /inside an unfinished spawn segment/],
+    ['no nprocs', ['mcmd=spawn', 'execname=e', 'totspawns=1', 'spawnssofar=1', 'endcmd'], /lacks nprocs/],
+    ['no execname', ['mcmd=spawn', 'nprocs=1', 'totspawns=1', 'spawnssofar=1', 'endcmd'], /lacks/],
+    ['nprocs not a number', ['mcmd=spawn', 'nprocs=two', 'execname=e', 'totspawns=1', 'spawnssofar=1', 'endcmd'], /lacks/],
+    ['no totspawns', ['mcmd=spawn', 'nprocs=1', 'execname=e', 'spawnssofar=1', 'endcmd'], /lacks/],
+  ];
+  for (const [what, lines, why] of cases) {
+    const a = new SpawnAssembler(1024);
+    const steps = feed(a, lines);
+    const last = steps.at(-1);
+    t.equal(last?.kind, 'error', what);
+    if (last?.kind === 'error') t.match(last.detail, why, `${what}: ${last.detail}`);
+    t.ok(steps.slice(0, -1).every((s) => s.kind === 'more'), `${what}: no earlier result`);
+    t.equal(a.active, false, `${what}: reset`);
+    t.equal(feed(a, good).at(-1)?.kind, 'done', `${what}: a good block afterwards works`);
+  }
+});
+
+t.test('missing optional parts default sensibly', async (t) => {
+  const last = feed(new SpawnAssembler(64), ['mcmd=spawn', 'nprocs=1', 'execname=e', 'totspawns=1', 'spawnssofar=1', 'argcnt=2', 'arg2=only-second', 'endcmd']).at(-1);
+  t.same(last, { kind: 'done', request: { segments: [{ nprocs: 1, execname: 'e', args: ['', 'only-second'], preput: new Map(), info: new Map() }] } });
+});
+
+t.test('line limit', async (t) => {
+  const block = ['mcmd=spawn', 'nprocs=1', 'execname=e', 'totspawns=1', 'spawnssofar=1', 'endcmd']; // 6 lines
+  const exact = new SpawnAssembler(6);
+  t.equal(feed(exact, block).at(-1)?.kind, 'done', 'a block of exactly maxLines lines');
+  t.equal(feed(exact, block).at(-1)?.kind, 'done', 'the count starts again for the next block');
+
+  const small = new SpawnAssembler(5);
+  const steps = feed(small, block);
+  const errAt = steps.findIndex((s) => s.kind === 'error');
+  t.equal(errAt, 5, 'the 6th line of a 5-line limit is refused');
+  const err = steps[errAt];
+  if (err?.kind === 'error') t.match(err.detail, /longer than 5 lines/);
+  t.equal(small.active, false);
+
+  const flood = new SpawnAssembler(1024);
+  const many = ['mcmd=spawn', ...Array.from({ length: 5000 }, (_, i) => `arg${i + 1}=x`)];
+  const floodSteps = feed(flood, many);
+  t.equal(floodSteps.findIndex((s) => s.kind === 'error'), 1024, 'a runaway block is cut at the limit');
+});

@@ -1,0 +1,68 @@
+// PMI_PORT over Unix sockets: pmibridge's own client end to end, and SO_PEERCRED refusal of another uid.
+import t from 'tap';
+import { mkdtempSync, chmodSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { exitOf, runCli, runCommand, startCli, waitForLine } from './fixtures/cli.js';
+import { OTHER_USER, otherUid, otherUserMissing } from './fixtures/other-user.js';
+
+t.test('run --pmi unix -n 4 -- pmibridge pmi exchange', async (t) => {
+  const r = await runCli(['run', '--pmi', 'unix', '-n', '4', '--', 'pmibridge', 'pmi', 'exchange', '--count', '3'], { timeoutMs: 60_000 });
+  t.equal(r.code, 0, `exit 0 (stderr: ${r.stderr})`);
+  t.equal(r.stdout.match(/read 12 keys from 4 ranks: OK/g)?.length, 4, 'every rank read every key');
+});
+
+t.test('the private socket directory is mode 0700 and removed afterwards', async (t) => {
+  const r = await runCli(['run', '--pmi', 'unix', '-n', '1', '--', 'sh', '-c', 'echo "$PMI_PORT"; stat -c %a "$(dirname "${PMI_PORT#unix://}")"'], { timeoutMs: 30_000 });
+  t.equal(r.code, 0);
+  const [port, mode] = r.stdout.trim().split('\n');
+  t.match(port, /^unix:\/\/\/.*\/pmi\.sock$/);
+  t.equal(mode, '700');
+  t.throws(() => statSync(String(port).slice('unix://'.length)), 'socket gone after the job');
+});
+
+// A raw client run as another uid: sends `payload`, prints everything it read once the server closes.
+const probe = (payload: string) =>
+  `const s=require('net').connect(process.argv[1]);let b='';s.on('data',d=>b+=d);s.on('error',e=>console.log('error',e.code));` +
+  `s.on('close',()=>console.log(JSON.stringify(b)));s.write(${JSON.stringify(payload)});`;
+// `env -i`: tap injects NODE_OPTIONS into every child, which would make node write into .tap/ as
+// the other user (EACCES); the probe needs nothing from the environment.
+const asOther = (payload: string, sock: string) =>
+  runCommand('runuser', ['-u', OTHER_USER, '--', 'env', '-i', process.execPath, '-e', probe(payload), sock], { timeoutMs: 15_000 });
+
+t.test('a client of another uid is refused and logged; the job goes on', { skip: otherUserMissing() ?? false }, async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'pmibridge-uid-'));
+  chmodSync(dir, 0o755); // reachable by the other user, so SO_PEERCRED (not file modes) must stop it
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const sock = join(dir, 'job.sock');
+  const server = startCli(['serve', '-n', '2', '--listen', `unix://${sock}`]);
+  let stderr = '';
+  server.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+  const [, port] = await waitForLine(server, /^PMI_PORT=(\S+)$/);
+  chmodSync(sock, 0o777);
+
+  const intruder = await asOther('cmd=initack pmiid=0\n', sock);
+  t.equal(intruder.code, 0, 'probe ran');
+  t.equal(intruder.stderr, '', 'cleanly');
+  t.match(intruder.stdout, new RegExp(`cmd=error rc=-1 msg=uid_${otherUid()}_not_allowed`), 'told why, then disconnected');
+
+  const env = (rank: number) => ({ ...process.env, PMI_PORT: port, PMI_ID: String(rank) });
+  const ranks = await Promise.all([0, 1].map((r) => runCli(['pmi', 'exchange'], { env: env(r), timeoutMs: 30_000 })));
+  ranks.forEach((r, i) => t.equal(r.code, 0, `rank ${i} finished (stderr: ${r.stderr})`));
+  t.equal((await exitOf(server)).code, 0, 'the job completed');
+  t.match(stderr, new RegExp(`refused a connection from pid \\d+ uid ${otherUid()}: uid ${otherUid()} is not allowed`), 'refusal logged with the reason');
+});
+
+t.test('--allow-uid admits the named uid', { skip: otherUserMissing() ?? false }, async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'pmibridge-uid-'));
+  chmodSync(dir, 0o755);
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const sock = join(dir, 'job.sock');
+  const server = startCli(['serve', '-n', '1', '--listen', sock, '--allow-uid', String(otherUid())]);
+  await waitForLine(server, /^PMI_PORT=/);
+  chmodSync(sock, 0o777);
+  const r = await asOther('cmd=initack pmiid=0\ncmd=init pmi_version=1 pmi_subversion=1\ncmd=finalize\n', sock);
+  t.match(r.stdout, /cmd=initack rc=0 rank=0 size=1/, 'handshake accepted');
+  t.match(r.stdout, /cmd=finalize_ack rc=0/);
+  t.equal((await exitOf(server)).code, 0);
+});
