@@ -12,7 +12,9 @@ export async function openEndpoint(ep: PmiEndpoint, timeoutMs = 30_000): Promise
     } catch {
       throw new PmiEnvError(`PMI_FD=${ep.fd} is not open in this process (a debugger such as lldb closes inherited descriptors; start the rank with PMI_PORT and PMI_ID instead, e.g. via pmibridge run --attach)`);
     }
-    if (!isSocket) throw new PmiEnvError(`PMI_FD=${ep.fd} is open but not a socket`);
+    // Under lldb the inherited fd is closed and its number reused by the next open() (see
+    // debuggers-and-checkpoint.md §1), so "not a socket" usually means the same thing.
+    if (!isSocket) throw new PmiEnvError(`PMI_FD=${ep.fd} is not a socket in this process (was the inherited descriptor closed, e.g. by a debugger, and reused?); start the rank with PMI_PORT and PMI_ID instead, e.g. via pmibridge run --attach`);
     return new Socket({ fd: ep.fd, readable: true, writable: true });
   }
   const addr = ep.address;

@@ -1,0 +1,145 @@
+// Bad input over real sockets: every raw client gets its defined answer (or a logged close), and
+// the real ranks of the job finish regardless.
+import t from 'tap';
+import { connect, type Socket } from 'node:net';
+import { once } from 'node:events';
+import { JobServer } from '../src/host/job-server.js';
+import { PmiClient } from '../src/client/index.js';
+import type { BusEvent } from '../src/host/bus.js';
+
+async function startServer(size: number) {
+  const server = new JobServer({ size, kvsname: 'kvs_bad_0' });
+  const events: BusEvent[] = [];
+  server.bus.subscribe((e) => events.push(e));
+  const listener = await server.listen({ kind: 'tcp', host: '127.0.0.1', port: 0 });
+  const port = listener.address.kind === 'tcp' ? listener.address.port : 0;
+  return { server, events, port };
+}
+
+/** Connect, send raw bytes, collect what comes back until `lines` lines arrived or the server closed. */
+async function raw(port: number, payload: Buffer | string, lines: number, keepOpen = false, waitClose = false): Promise<{ text: string; closed: boolean; socket: Socket }> {
+  const s = connect(port, '127.0.0.1');
+  await once(s, 'connect');
+  let text = '';
+  let closed = false;
+  s.on('error', () => undefined);
+  const done = new Promise<void>((resolve) => {
+    s.on('data', (d: Buffer) => {
+      text += d.toString('latin1');
+      if (!waitClose && text.split('\n').length - 1 >= lines) resolve();
+    });
+    s.on('close', () => {
+      closed = true;
+      resolve();
+    });
+  });
+  s.write(payload);
+  await Promise.race([done, new Promise((r) => setTimeout(r, 3000))]);
+  if (!keepOpen) s.destroy();
+  return { text, closed, socket: s };
+}
+
+async function runRank(port: number, rank: number, size: number): Promise<string[]> {
+  const c = await PmiClient.connect({ mode: 'port', address: { kind: 'tcp', host: '127.0.0.1', port }, pmiid: rank }, { timeoutMs: 20_000 });
+  await c.init();
+  await c.put(`k${rank}`, `v${rank}`);
+  await c.barrier();
+  const got: string[] = [];
+  for (let r = 0; r < size; r++) got.push(await c.get(`k${r}`));
+  await c.barrier();
+  await c.finalize();
+  return got;
+}
+
+t.test('garbage, overlong, NUL, blank, missing value, bad handshakes and 1000 idle connections', async (t) => {
+  const size = 2;
+  const { server, events, port } = await startServer(size);
+  t.teardown(() => server.close());
+
+  // 1000 connections that never speak: held, harmless.
+  const idle: Socket[] = [];
+  for (let i = 0; i < 1000; i++) {
+    const s = connect(port, '127.0.0.1');
+    s.on('error', () => undefined);
+    idle.push(s);
+  }
+  await Promise.all(idle.map((s) => once(s, 'connect')));
+  t.teardown(() => idle.forEach((s) => s.destroy()));
+
+  // Rank 0 binds first so that impersonating it can be tried while it is live.
+  const rank0 = PmiClient.connect({ mode: 'port', address: { kind: 'tcp', host: '127.0.0.1', port }, pmiid: 0 }, { timeoutMs: 20_000 });
+  const c0 = await rank0;
+  await c0.init();
+
+  const garbage = await raw(port, 'hello world\n', 1);
+  t.match(garbage.text, /^cmd=error rc=-1 msg=not_a_PMI-1_line_expected_cmd=\n/, 'garbage: cmd=error with a reason');
+
+  const blank = await raw(port, '\n', 1);
+  t.match(blank.text, /^cmd=error rc=-1 msg=blank_line\n/, 'blank line answered');
+
+  const nul = await raw(port, Buffer.from('cmd=get_maxes\0junk\n', 'latin1'), 1);
+  t.match(nul.text, /^cmd=error rc=-1 msg=line_contains_a_NUL_byte\n/, 'NUL byte answered');
+
+  const long = await raw(port, `cmd=initack pmiid=1\ncmd=init pmi_version=1 pmi_subversion=1\ncmd=put kvsname=k key=big value=${'x'.repeat(100_000)}\ncmd=get_maxes\n`, 7, true);
+  t.match(long.text, /cmd=put_result rc=8 msg=line_of_\d+_bytes_exceeds_limit_1408\n/, 'overlong put answered in its own reply, rc=8');
+  t.match(long.text, /cmd=maxes rc=0 /, 'and the connection goes on');
+  long.socket.destroy(); // it bound rank 1 and initialized: dropping it would fail the job, so
+  // this test's rank 1 is a fresh connection below — a new server keeps the rest meaningful.
+
+  t.ok(events.some((e) => e.type === 'engine' && e.event.type === 'protocol-error' && /exceeds the 1408-byte limit/.test(e.event.message)), 'logged in words');
+  await server.close();
+
+  // A second job, for the handshake and KVS cases, with both ranks real.
+  const job = await startServer(size);
+  t.teardown(() => job.server.close());
+  const r0 = await PmiClient.connect({ mode: 'port', address: { kind: 'tcp', host: '127.0.0.1', port: job.port }, pmiid: 0 }, { timeoutMs: 20_000 });
+  await r0.init();
+
+  const unknown = await raw(job.port, 'cmd=initack pmiid=99\n', 1, false, true);
+  t.match(unknown.text, /^cmd=initack rc=3 msg=no_rank_99_in_job_of_size_2\n/, 'unknown pmiid refused');
+  t.ok(unknown.closed, '…and closed');
+
+  const dup = await raw(job.port, 'cmd=initack pmiid=0\n', 1, false, true);
+  t.match(dup.text, /^cmd=initack rc=-1 msg=rank_0_is_already_connected\n/, 'impersonating a live rank refused');
+  t.ok(dup.closed, '…and closed');
+
+  const before = await raw(job.port, 'cmd=put kvsname=x key=a value=b\n', 1);
+  t.match(before.text, /^cmd=put_result rc=1 msg=send_initack_or_init_first\n/, 'commands before identifying: rc=1');
+
+  const unknownCmd = await raw(job.port, 'cmd=frobnicate x=1\n', 1);
+  t.match(unknownCmd.text, /^cmd=error rc=-1 msg=unknown_command_frobnicate\n/);
+
+  const flood = await raw(job.port, 'junk\n'.repeat(50), 50, false, true);
+  t.equal(flood.text.split('\n').filter(Boolean).length, 8, 'a flood of bad lines: 8 answers, then…');
+  t.ok(flood.closed, '…the connection is closed');
+
+  // rank 0 itself sends a put without value: a defined rc, and it carries on
+  await t.rejects(r0.request({ cmd: 'put', kvsname: r0.kvsname, key: 'novalue' } as never), { rc: 6 }, 'put without value → rc 6');
+
+  const rank1 = runRank(job.port, 1, size);
+  await r0.put('k0', 'v0');
+  await r0.barrier();
+  t.same([await r0.get('k0'), await r0.get('k1')], ['v0', 'v1'], 'rank 0 sees the whole KVS');
+  await r0.barrier();
+  await r0.finalize();
+  t.same(await rank1, ['v0', 'v1'], 'rank 1 sees the whole KVS');
+  const status = await job.server.done;
+  t.same(status, { ok: true, exitCode: 0, reason: 'all 2 ranks finalized' }, 'the job completed despite everything');
+  await c0.finalize().catch(() => undefined);
+});
+
+t.test('a client that stops reading is not allowed to grow our buffers', async (t) => {
+  const { server, port } = await startServer(1);
+  t.teardown(() => server.close());
+  const s = connect(port, '127.0.0.1');
+  s.on('error', () => undefined);
+  await once(s, 'connect');
+  s.pause(); // never read a reply
+  const line = 'cmd=initack pmiid=0\ncmd=init pmi_version=1 pmi_subversion=1\n' + 'cmd=get_maxes\n'.repeat(200_000);
+  s.write(line);
+  await new Promise((r) => setTimeout(r, 1500));
+  const conns = (server as unknown as { connections: Map<number, { socket: Socket }> }).connections;
+  const queued = [...conns.values()].reduce((n, c) => n + c.socket.writableLength, 0);
+  t.ok(queued < 4 * 1024 * 1024, `server-side write queue stays bounded (${queued} bytes)`);
+  s.destroy();
+});
