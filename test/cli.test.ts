@@ -57,9 +57,10 @@ t.test('pmi commands outside a job explain what is missing', async (t) => {
   const closed = await runCli(['pmi', 'info'], { env: { ...process.env, PMI_FD: '200', PMI_RANK: '0', PMI_SIZE: '1' } });
   t.equal(closed.code, 1);
   t.match(closed.stderr, /PMI_FD=200 is not open in this process .*PMI_PORT and PMI_ID/);
-  const reused = await runCli(['pmi', 'info'], { env: { ...process.env, PMI_FD: '1', PMI_RANK: '0', PMI_SIZE: '1' } });
+  // fd 9 open on /dev/null: what a rank sees when a debugger closed PMI_FD and open() reused it
+  const reused = await runCommand('sh', ['-c', 'PMI_FD=9 PMI_RANK=0 PMI_SIZE=1 exec pmibridge pmi info 9</dev/null'], { timeoutMs: 20_000 });
   t.equal(reused.code, 1);
-  t.match(reused.stderr, /PMI_FD=1 is not a socket in this process .*PMI_PORT and PMI_ID/);
+  t.match(reused.stderr, /PMI_FD=9 is not a socket in this process .*PMI_PORT and PMI_ID/);
 });
 
 t.test('pmi put / get / barrier pair up within one job', async (t) => {
