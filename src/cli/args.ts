@@ -36,7 +36,8 @@ const COMMON: Readonly<Record<string, OptionSpec>> = {
   'log-level': { type: 'string', arg: 'LEVEL', default: 'warn', help: 'log level on stderr: error, warn, info, debug, trace, silent (logs are JSON lines)' },
 };
 
-export type ParsedValues = Record<string, string | boolean | string[] | undefined>;
+/** What node:util parseArgs returns for our option specs. */
+export type ParsedValues = Record<string, string | boolean | Array<string | boolean> | undefined>;
 
 export function parseCommand(spec: CommandSpec, argv: readonly string[]): { values: ParsedValues; positionals: string[] } {
   const options = { ...COMMON, ...spec.options };
@@ -48,11 +49,11 @@ export function parseCommand(spec: CommandSpec, argv: readonly string[]): { valu
           name,
           { type: o.type, ...(o.short ? { short: o.short } : {}), ...(o.multiple ? { multiple: true } : {}), ...(o.default !== undefined ? { default: o.default } : {}) },
         ]),
-      ) as Parameters<typeof parseArgs>[0] extends infer C ? (C extends { options?: infer O } ? O : never) : never,
+      ),
       allowPositionals: spec.allowPositionals ?? false,
       strict: true,
     });
-    return { values: values as ParsedValues, positionals };
+    return { values, positionals };
   } catch (err) {
     throw new UsageError(spec.name, (err as Error).message.replace(/\. To specify a positional.*$/s, ''));
   }
@@ -91,7 +92,8 @@ export function stringOption(values: ParsedValues, name: string): string | undef
 
 export function listOption(values: ParsedValues, name: string): string[] {
   const v = values[name];
-  return Array.isArray(v) ? v : typeof v === 'string' ? [v] : [];
+  if (Array.isArray(v)) return v.filter((x): x is string => typeof x === 'string');
+  return typeof v === 'string' ? [v] : [];
 }
 
 /**

@@ -11,6 +11,7 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<{ main(arg
   run: { summary: 'start the embedded PMI server and launch N ranks of a program', load: () => import('./run.js') },
   serve: { summary: 'a standalone PMI server for ranks started by something else', load: () => import('./serve.js') },
   pmi: { summary: 'PMI client commands for use inside a rank (info, put, get, barrier, exchange)', load: () => import('./pmi.js') },
+  protocol: { summary: 'print the PMI-1 message catalogue pmibridge speaks', load: () => import('./protocol.js') },
 };
 
 function usage(): string {

@@ -3,7 +3,7 @@
  * life: init, the operation, finalize. `put` and `get` each include one barrier by default so that
  * `put` in some ranks and `get` in others pair up in one job.
  */
-import { helpText, intOption, parseCommand, stringOption, UsageError, type CommandSpec } from './args.js';
+import { helpText, intOption, parseCommand, UsageError, type CommandSpec } from './args.js';
 import { EXIT } from './exit-codes.js';
 import { PmiClient } from '../client/client.js';
 

@@ -63,7 +63,7 @@ export async function main(argv: string[]): Promise<number> {
     }
   } catch (err) {
     await server.close();
-    throw new Error(`cannot listen: ${(err as Error).message}`);
+    throw new Error(`cannot listen: ${(err as Error).message}`, { cause: err });
   }
   if (values['json']) {
     process.stdout.write(`${JSON.stringify({ size, kvsname: server.engine.kvsname, listeners: ports.map((p) => ({ PMI_PORT: p })) })}\n`);

@@ -6,7 +6,7 @@ import { PmiEnvError } from './env.js';
 
 export async function openEndpoint(ep: PmiEndpoint, timeoutMs = 30_000): Promise<Socket> {
   if (ep.mode === 'fd') {
-    let isSocket = false;
+    let isSocket: boolean;
     try {
       isSocket = fstatSync(ep.fd).isSocket();
     } catch {

@@ -58,13 +58,13 @@ export class JobServer {
           const rank = this.engine.rankOf(id);
           this.bus.emit({ type: 'line', conn: id, dir: 'in', line, ...(rank !== undefined ? { rank } : {}) });
         }
-        this.apply(this.engine.receive(id, input));
+        this.apply(this.guard(id, () => this.engine.receive(id, input)));
       },
       onClose: (reason) => {
         this.connections.delete(id);
         const rank = this.engine.rankOf(id);
         this.bus.emit({ type: 'closed', conn: id, reason, ...(rank !== undefined ? { rank } : {}) });
-        this.apply(this.engine.disconnect(id));
+        this.apply(this.guard(id, () => this.engine.disconnect(id)));
       },
     });
     this.connections.set(id, conn);
@@ -84,6 +84,20 @@ export class JobServer {
         }
       });
     });
+  }
+
+  /**
+   * The engine promises never to throw on peer input; should a bug break that promise, only the
+   * connection that triggered it is lost (logged), never the server and the other ranks.
+   */
+  private guard(id: ConnId, step: () => Action[]): Action[] {
+    try {
+      return step();
+    } catch (err) {
+      this.bus.emit({ type: 'transport-error', message: `internal error while handling connection ${id}; closing it: ${String((err as Error)?.stack ?? err)}` });
+      this.connections.get(id)?.destroy();
+      return [];
+    }
   }
 
   /** End the job from outside (a rank process died, a signal); the first status wins. */

@@ -4,7 +4,7 @@
  * This table is the one place that knows the protocol's vocabulary. The tokenizer asks it which
  * attributes are free text, the codec decodes and validates with it, the formatter writes in its
  * order, the TypeScript types below are derived from it, and the README's protocol table is printed
- * from it (`pmibridge protocol --markdown`). `mcmd=spawn` is multi-line and irregular, so it is
+ * from it (`pmibridge protocol`). `mcmd=spawn` is multi-line and irregular, so it is
  * hand-written in `spawn.ts` beside this file (MPICH does the same in its generator).
  *
  * Conventions (stated once, for all replies, as MPICH's spec files do):

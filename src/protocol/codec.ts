@@ -19,7 +19,6 @@ import {
   replyNameOf,
   type AttrDef,
   type Query,
-  type QueryName,
   type Reply,
   type ReplyOf,
 } from './catalogue.js';
@@ -202,7 +201,7 @@ function orderedAttrs(attrs: Readonly<Record<string, AttrDef>>, values: Readonly
 
 /** Format a request line (client side). */
 export function formatQuery(query: Query): string {
-  const def = QUERIES[query.cmd as QueryName];
+  const def = QUERIES[query.cmd];
   return formatLine(query.cmd, orderedAttrs(def.attrs, query as unknown as Readonly<Record<string, unknown>>));
 }
 

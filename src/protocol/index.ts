@@ -6,4 +6,5 @@ export * from './limits.js';
 export * from './line-framer.js';
 export * from './address.js';
 export * from './spawn.js';
+export { catalogueMarkdown } from './describe.js';
 export { tokenize, isTokens, preview, type Tokens, type TokenizeFailure } from './tokenize.js';

@@ -119,7 +119,7 @@ export class ServerEngine {
     this.universeSize = opts.universeSize ?? opts.size;
     this.debug = opts.debug ?? 0;
     this.maxStrikes = opts.maxStrikes ?? DEFAULT_MAX_STRIKES;
-    this.ranks = Array.from({ length: this.size }, () => ({ conn: null, state: 'waiting' as RankState }));
+    this.ranks = Array.from({ length: this.size }, () => ({ conn: null, state: 'waiting' }));
     const mapping = opts.processMapping === undefined ? `(vector,(0,1,${this.size}))` : opts.processMapping;
     this.kvs = new EpochKvs(mapping === null ? [] : [['PMI_process_mapping', mapping]]);
   }
@@ -377,7 +377,7 @@ export class ServerEngine {
     // We would have to write it back in get_result, and a space there breaks every MPICH client.
     if (/[ \t]/.test(value)) return problem('E_VALUE_HAS_SPACE', PMI_RC.ERR_INVALID_VAL, 'value_contains_a_space', 'PMI-1 values cannot contain spaces (MPICH clients cannot read them back); encode the value');
     // A CR (e.g. a client writing CRLF) would make formatReply throw when the value is read back.
-    if (false && UNSAFE_VALUE.test(value)) return problem('E_VALUE_HAS_CONTROL', PMI_RC.ERR_INVALID_VAL, 'value_contains_a_control_character', 'PMI-1 values cannot contain CR, LF or NUL (did the client send CRLF line endings?)');
+    if (UNSAFE_VALUE.test(value)) return problem('E_VALUE_HAS_CONTROL', PMI_RC.ERR_INVALID_VAL, 'value_contains_a_control_character', 'PMI-1 values cannot contain CR, LF or NUL (did the client send CRLF line endings?)');
     if (key.startsWith('PMI_')) return problem('E_RESERVED_KEY', PMI_RC.ERR_INVALID_KEY, 'keys_starting_with_PMI_are_reserved', `key ${key} is reserved (PMI_ keys belong to the process manager)`);
     return null;
   }

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Debian packages the tests need: the real MPICH 4.0.2 peer (mpicc.mpich, mpiexec.hydra) and the
+# debuggers the --attach tests start ranks under. Never python3-mpi4py: it pulls OpenMPI and
+# switches mpicc/mpiexec to it. Needs root; skips apt entirely when everything is present.
+set -euo pipefail
+packages=(mpich libmpich-dev gdb lldb)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "system packages present: ${packages[*]}"
+  exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+  echo "missing Debian packages: ${missing[*]}; run this script as root (sudo $0)" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}"
