@@ -3,6 +3,8 @@
  * and reply of the catalogue, then liberal reading, strict writing and defined failures.
  */
 import t from 'tap';
+import fc from 'fast-check';
+import { isDeepStrictEqual } from 'node:util';
 import {
   LocalPmiError,
   PMI_RC,
@@ -385,4 +387,37 @@ t.test('reply decoding failures', async (t) => {
   t.same(failed.ok && failed.reply, { cmd: 'get_result', rc: -1, msg: 'key_no_such_key_not_found', value: 'unknown' }, 'hydra legacy not-found');
   const failedBare = decodeReply('cmd=lookup_result rc=1');
   t.same(failedBare.ok && failedBare.reply, { cmd: 'lookup_result', rc: 1 }, 'a failure needs no required attributes');
+});
+
+t.test('property: any writable query and reply decodes back to itself', async (t) => {
+  const word = fc.oneof(fc.constantFrom('__proto__', 'constructor', 'a=b', '=', 'x'), fc.stringMatching(/^[!-~]{1,20}$/));
+  const seed = process.env.FC_SEED ? { seed: Number(process.env.FC_SEED) } : {};
+  fc.assert(
+    fc.property(word, word, word, (kvsname, key, value) => {
+      const q: Query = { cmd: 'put', kvsname, key, value };
+      const d = decodeQuery(noNl(formatQuery(q)));
+      return d.ok && isDeepStrictEqual(d.query, q);
+    }),
+    { numRuns: 300, ...seed },
+  );
+  fc.assert(
+    fc.property(word, fc.integer({ min: -1, max: 13 }), (value, rc) => {
+      const r: Reply = { cmd: 'get_result', rc, value };
+      const d = decodeReply(noNl(formatReply(r)));
+      return d.ok && isDeepStrictEqual(d.reply, r);
+    }),
+    { numRuns: 300, ...seed },
+  );
+  fc.assert(
+    fc.property(word, word, fc.constantFrom(' ', '\t', '\n', '\r', '\0'), (a, b, bad) => {
+      try {
+        formatQuery({ cmd: 'put', key: 'k', value: `${a}${bad}${b}` });
+        return false;
+      } catch (e) {
+        return e instanceof LocalPmiError;
+      }
+    }),
+    { numRuns: 200, ...seed },
+  );
+  t.pass('round trips');
 });

@@ -572,6 +572,20 @@ t.test('a rank closed for garbage after init fails the job when the host reports
   t.match(h.finished, { ok: false, rank: 0 });
 });
 
+t.test('a rank closed for garbage while in a barrier is not written to when the barrier completes', async (t) => {
+  const h = new EngineHarness({ size: 2 });
+  const [r0, r1] = h.initAll();
+  if (!r0 || !r1) return;
+  t.same(r0.send('cmd=barrier_in'), []);
+  for (let i = 0; i < DEFAULT_MAX_STRIKES; i++) r0.send('garbage');
+  t.ok(r0.closed);
+  // the harness throws if the engine sends to r0 after its close
+  t.same(r1.send('cmd=barrier_in'), ['cmd=barrier_out rc=0']);
+  t.same(h.sent.get(r0.id)?.filter((l) => l.startsWith('cmd=barrier_out')), [], 'no barrier_out after the close');
+  r0.disconnect();
+  t.match(h.finished, { ok: false, rank: 0 });
+});
+
 t.test('fail() ends the job from outside, once', async (t) => {
   const h = new EngineHarness({ size: 2 });
   const [r0] = h.initAll(1);
