@@ -109,7 +109,8 @@ export const QUERIES = {
 } as const satisfies Readonly<Record<string, QueryDef>>;
 
 export const REPLIES = {
-  response_to_init: { attrs: { pmi_version: { ...int, required: true }, pmi_subversion: { ...int, required: true } } },
+  // Versions are optional on reading: legacy MPICH accepts a bare `cmd=response_to_init rc=0`.
+  response_to_init: { attrs: { pmi_version: int, pmi_subversion: int } },
   initack: {
     attrs: { rank: int, size: int, appnum: int, 'spawner-jobid': word, debug: int },
     trailer: 'set-lines',

@@ -31,15 +31,26 @@ export class SpawnAssembler {
   private current: Map<string, string> | null = null;
   private segments: SpawnSegment[] = [];
   private lines = 0;
+  /** After a failure inside a block, the rest of it up to `endcmd` is swallowed (as flux does). */
+  private skipping = false;
 
   constructor(private readonly maxLines: number) {}
 
   get active(): boolean {
-    return this.current !== null;
+    return this.current !== null || this.skipping;
   }
 
   /** Feed one line; the first must be `mcmd=spawn`. */
   push(line: string): SpawnStep {
+    if (this.skipping) {
+      if (line.trim() === 'endcmd') this.skipping = false;
+      else if (++this.lines > this.maxLines) {
+        this.skipping = false;
+        this.lines = 0;
+        return { kind: 'error', detail: `no endcmd within ${this.maxLines} lines of a failed spawn request` };
+      }
+      return { kind: 'more' };
+    }
     if (++this.lines > this.maxLines) return this.fail(`spawn request longer than ${this.maxLines} lines`);
     if (this.current === null) {
       if (line.trim() !== 'mcmd=spawn') return this.fail('a spawn block must start with mcmd=spawn');
@@ -92,7 +103,9 @@ export class SpawnAssembler {
   }
 
   private fail(detail: string): SpawnStep {
+    const inBlock = this.current !== null;
     this.reset();
+    this.skipping = inBlock;
     return { kind: 'error', detail };
   }
 

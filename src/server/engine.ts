@@ -158,10 +158,12 @@ export class ServerEngine {
     }
     const decoded = decodeQuery(line);
     if (!decoded.ok) {
-      this.badLine(conn, decoded.problem, decoded.reply ?? null, out);
+      // A rank that asks to abort gets its abort, even if the request is malformed.
+      if (decoded.cmd === 'abort' && conn.phase !== 'new') this.malformedAbort(conn, decoded.problem.detail, out);
+      else this.badLine(conn, decoded.problem, decoded.reply ?? null, out);
       return out;
     }
-    conn.strikes = 0;
+    conn.strikes = 0; // a well-formed command, even a refused one, is not garbage
     this.dispatch(conn, decoded.query, out);
     return out;
   }
@@ -371,6 +373,8 @@ export class ServerEngine {
 
   private checkValue(key: string, value: string): Problem | null {
     const L = this.limits;
+    // MPICH >= 4.1's parser rejects an empty `value=` in get_result ("Expecting value after =").
+    if (value.length === 0) return problem('E_EMPTY_VALUE', PMI_RC.ERR_INVALID_VAL, 'empty_value', 'empty values cannot be read back by MPICH >= 4.1 clients; put a non-empty value');
     if (value.length >= L.vallenMax) {
       return problem('E_VALUE_TOO_LONG', PMI_RC.ERR_INVALID_VAL_LENGTH, `value_length_${value.length}_exceeds_max_${L.vallenMax - 1}`, `value of ${value.length} bytes; vallen_max is ${L.vallenMax} including the NUL`);
     }
@@ -474,13 +478,17 @@ export class ServerEngine {
     if (step.kind === 'error') {
       return this.badLine(conn, problem('E_BAD_SPAWN', PMI_RC.FAIL, 'malformed_spawn_request', step.detail), 'spawn_result', out);
     }
-    conn.strikes = 0;
     // A defined "no": pmibridge runs a fixed-size job (as flux's server does).
     this.answerFailure(conn, 'spawn', problem('E_SPAWN_UNSUPPORTED', PMI_RC.FAIL, 'spawn_is_not_supported_by_pmibridge', 'MPI_Comm_spawn is not supported: pmibridge runs fixed-size jobs'), out, false);
   }
 
+  private malformedAbort(conn: Conn, detail: string, out: Action[]): void {
+    this.abort(conn, { cmd: 'abort', exitcode: 1, message: `malformed abort request (${detail})` }, out);
+  }
+
   private lineTooLong(conn: Conn, prefix: string, length: number, out: Action[]): void {
     const m = /^cmd=([^ \t]+)/.exec(prefix);
+    if (m?.[1] === 'abort' && conn.phase !== 'new') return this.malformedAbort(conn, `a ${length}-byte line`, out);
     const reply = m?.[1] ? replyNameOf(m[1]) : undefined;
     const p = problem('E_LINE_TOO_LONG', PMI_RC.ERR_INVALID_LENGTH, `line_of_${length}_bytes_exceeds_limit_${this.limits.maxLine}`, `a line of ${length} bytes exceeds the ${this.limits.maxLine}-byte limit (raise it with --max-line)`);
     this.badLine(conn, p, reply ?? null, out);
@@ -498,19 +506,17 @@ export class ServerEngine {
     }
   }
 
-  /** A failure reply in the query's own reply command; `strike` counts it as bad client behaviour. */
-  private answerFailure(conn: Conn, cmd: string, p: Problem, out: Action[], strike = true): void {
-    if (strike) {
-      conn.strikes++;
+  /**
+   * A failure reply to a well-formed query, in the query's own reply command. `logIt` marks the
+   * client's mistakes (logged); ordinary outcomes such as a key not found are not.
+   */
+  private answerFailure(conn: Conn, cmd: string, p: Problem, out: Action[], logIt = true): void {
+    if (logIt) {
       out.push(event({ type: 'protocol-error', conn: conn.id, code: p.code, message: `${p.detail} (${rcText(p.rc)})`, ...(conn.rank !== undefined ? { rank: conn.rank } : {}) }));
     }
     const reply = replyNameOf(cmd);
     if (reply === null) return; // abort has no reply
     out.push(this.send(conn, failureReply(reply ?? 'error', p)));
-    if (strike && conn.strikes >= this.maxStrikes) {
-      conn.closing = true;
-      out.push({ kind: 'close', conn: conn.id, reason: `${conn.strikes} protocol errors in a row (last: ${p.detail})` });
-    }
   }
 
   private refuse(conn: Conn, p: Problem, reply?: string): Action[] {
