@@ -1,7 +1,7 @@
 // The command line as users meet it: help, usage errors, exit codes, --attach.
 import t, { type Test } from 'tap';
 import { statSync } from 'node:fs';
-import { runCli, runCommand, startCli, exitOf } from './fixtures/cli.js';
+import { runCli, runCommand, startCli, exitOf, waitForLine } from './fixtures/cli.js';
 import { mpichMissing, mpiProgram } from './fixtures/mpich.js';
 
 t.test('--help on every command and subcommand', async (t) => {
@@ -61,6 +61,15 @@ t.test('pmi commands outside a job explain what is missing', async (t) => {
   const reused = await runCommand('sh', ['-c', 'PMI_FD=9 PMI_RANK=0 PMI_SIZE=1 exec pmibridge pmi info 9</dev/null'], { timeoutMs: 20_000 });
   t.equal(reused.code, 1);
   t.match(reused.stderr, /PMI_FD=9 is not a socket in this process .*PMI_PORT and PMI_ID/);
+});
+
+t.test('a closed PMI_FD falls back to PMI_PORT + PMI_ID when both are set (the lldb case)', async (t) => {
+  const server = startCli(['serve', '-n', '1']);
+  const [, port] = await waitForLine(server, /^PMI_PORT=(\S+)$/);
+  const r = await runCli(['pmi', 'info', '--json'], { env: { ...process.env, PMI_FD: '200', PMI_PORT: port, PMI_ID: '0' }, timeoutMs: 20_000 });
+  t.equal(r.code, 0, r.stderr);
+  t.match(JSON.parse(r.stdout) as object, { rank: 0, size: 1 });
+  t.equal((await exitOf(server)).code, 0);
 });
 
 t.test('pmi put / get / barrier pair up within one job', async (t) => {

@@ -21,7 +21,7 @@ import {
 } from '../protocol/index.js';
 import type { QUERIES } from '../protocol/catalogue.js';
 import { openEndpoint } from './connect.js';
-import { endpointFromEnv, type PmiEndpoint } from './env.js';
+import { endpointFromEnv, PmiEnvError, type PmiEndpoint } from './env.js';
 
 export interface Maxes {
   readonly kvsnameMax: number;
@@ -52,9 +52,19 @@ export class PmiClient {
 
   /** Connect using PMI_FD / PMI_PORT (+PMI_ID) from the environment, or an explicit endpoint. */
   static async connect(endpoint: PmiEndpoint = endpointFromEnv(), opts: ClientOptions = {}): Promise<PmiClient> {
-    const socket = await openEndpoint(endpoint);
-    const client = new PmiClient(socket, endpoint, opts);
-    if (endpoint.mode === 'port' && endpoint.pmiid !== undefined) await client.handshake(endpoint.pmiid);
+    let ep: PmiEndpoint = endpoint;
+    let socket: Socket;
+    try {
+      socket = await openEndpoint(ep);
+    } catch (err) {
+      // PMI_FD unusable (closed by a debugger, or reused) but PMI_PORT is there: use it, as the
+      // reference recommends; MPICH's own client would not check.
+      if (ep.mode !== 'fd' || !ep.fallback || !(err instanceof PmiEnvError)) throw err;
+      ep = ep.fallback;
+      socket = await openEndpoint(ep);
+    }
+    const client = new PmiClient(socket, ep, opts);
+    if (ep.mode === 'port' && ep.pmiid !== undefined) await client.handshake(ep.pmiid);
     return client;
   }
 

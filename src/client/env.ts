@@ -5,9 +5,21 @@
  */
 import { parseAddress, type PmiAddress } from '../protocol/address.js';
 
+export type PortEndpoint = { readonly mode: 'port'; readonly address: PmiAddress; readonly pmiid?: number; readonly rank?: number; readonly size?: number };
+
 export type PmiEndpoint =
-  | { readonly mode: 'fd'; readonly fd: number; readonly rank?: number; readonly size?: number }
-  | { readonly mode: 'port'; readonly address: PmiAddress; readonly pmiid?: number; readonly rank?: number; readonly size?: number };
+  | {
+      readonly mode: 'fd';
+      readonly fd: number;
+      readonly rank?: number;
+      readonly size?: number;
+      /**
+       * PMI_PORT (+PMI_ID) set next to PMI_FD: used when the fd is not a socket here, as under lldb,
+       * which closes inherited descriptors (debuggers-and-checkpoint.md §1d).
+       */
+      readonly fallback?: PortEndpoint;
+    }
+  | PortEndpoint;
 
 export class PmiEnvError extends Error {
   constructor(message: string) {
@@ -27,15 +39,17 @@ export function endpointFromEnv(env: NodeJS.ProcessEnv = process.env): PmiEndpoi
   const rank = intVar(env, 'PMI_RANK');
   const size = intVar(env, 'PMI_SIZE');
   const extra = { ...(rank !== undefined ? { rank } : {}), ...(size !== undefined ? { size } : {}) };
+  const port = env['PMI_PORT'];
+  let portEndpoint: PortEndpoint | undefined;
+  if (port !== undefined && port !== '') {
+    const pmiid = intVar(env, 'PMI_ID');
+    portEndpoint = { mode: 'port', address: parseAddress(port), ...(pmiid !== undefined ? { pmiid } : {}), ...extra };
+  }
   const fd = intVar(env, 'PMI_FD');
   if (fd !== undefined) {
     if (fd < 0) throw new PmiEnvError(`PMI_FD=${fd} is not a file descriptor`);
-    return { mode: 'fd', fd, ...extra };
+    return { mode: 'fd', fd, ...extra, ...(portEndpoint ? { fallback: portEndpoint } : {}) };
   }
-  const port = env['PMI_PORT'];
-  if (port !== undefined && port !== '') {
-    const pmiid = intVar(env, 'PMI_ID');
-    return { mode: 'port', address: parseAddress(port), ...(pmiid !== undefined ? { pmiid } : {}), ...extra };
-  }
+  if (portEndpoint) return portEndpoint;
   throw new PmiEnvError('no PMI process manager: neither PMI_FD nor PMI_PORT is set (start this under `pmibridge run`, mpiexec, or set PMI_PORT and PMI_ID)');
 }
