@@ -23,7 +23,7 @@ t.test('the private socket directory is mode 0700 and removed afterwards', async
 
 // A raw client run as another uid: sends `payload`, prints everything it read once the server closes.
 const probe = (payload: string) =>
-  `const s=require('net').connect(process.argv[1]);let b='';s.on('data',d=>b+=d);s.on('error',e=>console.log('error',e.code));` +
+  `const a=process.argv[1];const s=/^\\d+$/.test(a)?require('net').connect(+a,'127.0.0.1'):require('net').connect(a);let b='';s.on('data',d=>b+=d);s.on('error',e=>console.log('error',e.code));` +
   `s.on('close',()=>console.log(JSON.stringify(b)));s.write(${JSON.stringify(payload)});`;
 // `env -i`: tap injects NODE_OPTIONS into every child, which would make node write into .tap/ as
 // the other user (EACCES); the probe needs nothing from the environment.
@@ -65,4 +65,17 @@ t.test('--allow-uid admits the named uid', { skip: otherUserMissing() ?? false }
   t.match(r.stdout, /cmd=initack rc=0 rank=0 size=1/, 'handshake accepted');
   t.match(r.stdout, /cmd=finalize_ack rc=0/);
   t.equal((await exitOf(server)).code, 0);
+});
+
+t.test('a loopback TCP client of another uid is refused (uid from /proc/net/tcp)', { skip: otherUserMissing() ?? false }, async (t) => {
+  const server = startCli(['serve', '-n', '1', '--listen', 'tcp://127.0.0.1:0']);
+  let stderr = '';
+  server.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+  const [, port] = await waitForLine(server, /^PMI_PORT=127\.0\.0\.1:(\d+)$/);
+  const intruder = await asOther('cmd=initack pmiid=0\n', String(port));
+  t.match(intruder.stdout, new RegExp(`cmd=error rc=-1 msg=uid_${otherUid()}_not_allowed`));
+  const rank = await runCli(['pmi', 'info'], { env: { ...process.env, PMI_PORT: `127.0.0.1:${port}`, PMI_ID: '0' }, timeoutMs: 20_000 });
+  t.equal(rank.code, 0, 'the real rank (our uid) is served');
+  t.equal((await exitOf(server)).code, 0);
+  t.match(stderr, new RegExp(`refused a connection from 127\\.0\\.0\\.1:\\d+ uid ${otherUid()}: uid ${otherUid()} is not allowed`));
 });

@@ -7,14 +7,16 @@
  * - A Unix socket without a path lives in a fresh private directory (mkdtemp: mode 0700) that is
  *   removed on close. An explicit path gets its parent directory created 0700 when missing, and a
  *   stale socket file there is replaced — any other kind of file is left alone and is an error.
- * - Every Unix peer's uid is read with SO_PEERCRED; a uid other than ours (or one named in
- *   `allowUids`) is answered `cmd=error rc=-1 msg=…` and disconnected, and the refusal reported.
+ * - Every Unix peer's uid is read with SO_PEERCRED, every loopback TCP peer's from /proc/net/tcp;
+ *   a uid other than ours (or one named in `allowUids`) is answered `cmd=error rc=-1 msg=…` and
+ *   disconnected, and the refusal reported.
  */
 import { mkdtempSync, mkdirSync, lstatSync, unlinkSync, rmSync } from 'node:fs';
 import { createServer, type Server, type Socket, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { formatAddress, type PmiAddress } from '../protocol/address.js';
+import { formatAddress, isLoopbackHost, type PmiAddress } from '../protocol/address.js';
+import { tcpPeerUid } from './tcp-peer-uid.js';
 
 export interface AcceptedPeer {
   readonly transport: 'tcp' | 'unix';
@@ -74,10 +76,31 @@ function closeServer(server: Server): Promise<void> {
   });
 }
 
+/** Admit a peer whose uid is ours or allowed; otherwise tell it why, close it, report it. */
+function admit(socket: Socket, peer: AcceptedPeer, opts: ListenOptions): void {
+  const myUid = process.getuid?.() ?? -1;
+  if (peer.uid !== undefined && (peer.uid === myUid || opts.allowUids?.includes(peer.uid))) {
+    opts.onConnection(socket, peer);
+    return;
+  }
+  const reason = peer.uid === undefined ? 'the peer uid could not be determined' : `uid ${peer.uid} is not allowed (server uid ${myUid}; admit it with --allow-uid ${peer.uid})`;
+  opts.onRefused?.(peer, reason);
+  socket.on('error', () => socket.destroy());
+  socket.end(`cmd=error rc=-1 msg=${peer.uid === undefined ? 'peer_uid_unknown' : `uid_${peer.uid}_not_allowed`}\n`);
+}
+
 async function listenTcp(addr: Extract<PmiAddress, { kind: 'tcp' }>, opts: ListenOptions): Promise<Listener> {
   const server = createServer({ noDelay: true }, (socket) => {
     socket.setNoDelay(true);
-    opts.onConnection(socket, { transport: 'tcp', peer: `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}` });
+    const peer = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`;
+    // A loopback peer is a process of this machine: its uid is in /proc/net/tcp. A remote peer
+    // cannot be identified (binding a non-loopback address is an explicit, warned-about choice).
+    if (!isLoopbackHost((socket.remoteAddress ?? '').replace(/^::ffff:/i, ''))) {
+      opts.onConnection(socket, { transport: 'tcp', peer });
+      return;
+    }
+    const uid = tcpPeerUid(socket);
+    admit(socket, { transport: 'tcp', peer: `${peer}${uid !== undefined ? ` uid ${uid}` : ''}`, ...(uid !== undefined ? { uid } : {}) }, opts);
   });
   server.on('error', (err) => opts.onError?.(err));
   await bind(server, { host: addr.host, port: addr.port }, opts.backlog ?? DEFAULT_BACKLOG);
@@ -101,8 +124,6 @@ function prepareSocketPath(path: string): void {
 
 async function listenUnix(path: string, opts: ListenOptions, ownDir?: string): Promise<Listener> {
   const { peerCred } = await import('./peercred.js');
-  const myUid = process.getuid?.() ?? -1;
-  const allowed = new Set([myUid, ...(opts.allowUids ?? [])]);
   const server = createServer((socket) => {
     let peer: AcceptedPeer = { transport: 'unix', peer: 'unix peer' };
     try {
@@ -111,14 +132,7 @@ async function listenUnix(path: string, opts: ListenOptions, ownDir?: string): P
     } catch (err) {
       opts.onError?.(err as Error);
     }
-    if (peer.uid === undefined || !allowed.has(peer.uid)) {
-      const reason = peer.uid === undefined ? 'peer credentials unavailable' : `uid ${peer.uid} is not allowed (server uid ${myUid}; admit it with --allow-uid ${peer.uid})`;
-      opts.onRefused?.(peer, reason);
-      socket.on('error', () => socket.destroy());
-      socket.end(`cmd=error rc=-1 msg=${peer.uid === undefined ? 'peer_credentials_unavailable' : `uid_${peer.uid}_not_allowed`}\n`);
-      return;
-    }
-    opts.onConnection(socket, peer);
+    admit(socket, peer, opts);
   });
   server.on('error', (err) => opts.onError?.(err));
   if (!ownDir) prepareSocketPath(path);

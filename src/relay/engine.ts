@@ -1,0 +1,480 @@
+/**
+ * The relay's session logic: clients (legacy PMI_FD ranks, or TCP/Unix PMI_PORT ranks) on one
+ * side, one upstream connection per session on the other, keyed by the client's PMI_ID.
+ *
+ * Rules of this file:
+ * 1. Sans-I/O: inputs are connection events, lines and timer expiries; outputs are actions. The
+ *    host opens upstream connections and runs timers when told.
+ * 2. Bytes are forwarded as they came; every line is also parsed, because the session logic (and
+ *    the tap) need to know what it is.
+ * 3. A session outlives its client connection. The reconnection rules (README table):
+ *    - a client that disconnects before finalize leaves its session *held* for `holdMs` (0: pass
+ *      the failure through at once; null: hold until the job ends); the upstream connection stays
+ *      open and a reply arriving meanwhile is kept;
+ *    - a new connection with the same PMI_ID (and the same uid) takes the session over, also when
+ *      the old connection still looks alive (a CRIU restore leaves it half-open): newer wins, the
+ *      old one is closed;
+ *    - after a takeover, `init`, `get_maxes`, `get_appnum`, `get_my_kvsname`,
+ *      `get_universe_size` are answered from the session (never sent upstream twice); the request
+ *      that was in flight at the disconnect, sent again, gets the kept reply exactly once (or waits
+ *      for it); an identical `put` already acknowledged is acknowledged again without a duplicate
+ *      upstream;
+ *    - a held session whose hold expires is closed upstream, so the server sees a failed rank.
+ * 4. The client's handshake is answered from the upstream's: `initack` + `set` lines rewritten with
+ *    the rank and size the upstream gave (or, for an inherited-fd upstream, PMI_RANK/PMI_SIZE).
+ */
+import { formatReply, preview, tokenize, isTokens, wireMsg, type Framed, type Tokens } from '../protocol/index.js';
+import type { ClientFacts, ClientId, RelayAction, RelayEvent, RelayInput, SessionId, SessionState } from './types.js';
+
+export interface UpstreamIdentity {
+  readonly rank: number;
+  readonly size: number;
+  readonly appnum: number;
+  readonly debug: number;
+}
+
+export interface RelayEngineOptions {
+  /**
+   * `socket`: each session opens its own connection and sends `initack pmiid=<upstream id>`.
+   * `fd`: one inherited connection (PMI_FD from hydra, flux, Slurm) whose identity is known from
+   * PMI_RANK/PMI_SIZE; it carries one session, and no handshake is sent upstream.
+   */
+  readonly upstream: { readonly mode: 'socket' } | { readonly mode: 'fd'; readonly identity: UpstreamIdentity };
+  /** Client PMI_ID → upstream pmiid; undefined refuses the id. Default: identity. */
+  readonly mapId?: (pmiid: number) => number | undefined;
+  /** How long a disconnected session is held (ms); null holds until the job ends; 0 passes through. */
+  readonly holdMs: number | null;
+}
+
+/** Queries whose answers never change during a job: answered from the session after the first. */
+const INVARIANT = new Set(['init', 'get_maxes', 'get_appnum', 'get_my_kvsname', 'get_universe_size']);
+
+interface Inflight {
+  readonly line: string;
+  readonly cmd: string;
+  /** The client that asked, or null once it went away (the reply will be kept). */
+  client: ClientId | null;
+  readonly put?: readonly [string, string];
+}
+
+interface Session {
+  readonly id: SessionId;
+  readonly upstreamId: number;
+  state: SessionState;
+  uid: number | undefined;
+  client: ClientId | null;
+  identity: UpstreamIdentity | null;
+  /** Lines of the upstream handshake still expected (initack + 3 set lines). */
+  handshakeLines: number;
+  /** Clients waiting for their initack answer until the upstream handshake completes. */
+  awaitingInitack: ClientId[];
+  readonly invariant: Map<string, string>;
+  readonly ackedPuts: Map<string, string>;
+  inflight: Inflight | null;
+  /** A reply that arrived while no client was connected, for the request that asked it. */
+  kept: { readonly line: string; readonly reply: string } | null;
+  /** Requests waiting for the upstream (lock-step: one at a time). */
+  readonly queue: Array<{ client: ClientId; line: string }>;
+  /** Lines of an mcmd=spawn block being forwarded. */
+  inSpawn: boolean;
+}
+
+interface Client {
+  readonly id: ClientId;
+  readonly facts: ClientFacts;
+  session: SessionId | null;
+  closing: boolean;
+}
+
+export class RelayEngine {
+  private readonly sessions = new Map<SessionId, Session>();
+  private readonly clients = new Map<ClientId, Client>();
+  private readonly mapId: (pmiid: number) => number | undefined;
+
+  constructor(private readonly opts: RelayEngineOptions) {
+    this.mapId = opts.mapId ?? ((id) => id);
+    if (opts.holdMs !== null && (!Number.isFinite(opts.holdMs) || opts.holdMs < 0)) throw new TypeError(`holdMs must be >= 0 or null, got ${opts.holdMs}`);
+  }
+
+  handle(input: RelayInput): RelayAction[] {
+    const out: RelayAction[] = [];
+    switch (input.kind) {
+      case 'client-connect':
+        this.clientConnect(input.client, input.facts, out);
+        break;
+      case 'client-input':
+        this.clientInput(input.client, input.input, out);
+        break;
+      case 'client-close':
+        this.clientClose(input.client, input.reason, out);
+        break;
+      case 'upstream-connected':
+        this.upstreamConnected(input.session, out);
+        break;
+      case 'upstream-input':
+        this.upstreamInput(input.session, input.input, out);
+        break;
+      case 'upstream-close':
+        this.upstreamClose(input.session, input.reason, out);
+        break;
+      case 'timer':
+        this.holdExpired(input.session, out);
+        break;
+    }
+    return out;
+  }
+
+  sessionStates(): Array<{ session: SessionId; state: SessionState; client: ClientId | null; rank: number | null }> {
+    return [...this.sessions.values()].map((s) => ({ session: s.id, state: s.state, client: s.client, rank: s.identity?.rank ?? null }));
+  }
+
+  /** Sessions not yet finalized or closed. */
+  get openSessions(): number {
+    return [...this.sessions.values()].filter((s) => s.state !== 'finalized' && s.state !== 'closed').length;
+  }
+
+  // ---- clients ---------------------------------------------------------------------------------
+
+  private clientConnect(id: ClientId, facts: ClientFacts, out: RelayAction[]): void {
+    const client: Client = { id, facts, session: null, closing: false };
+    this.clients.set(id, client);
+    if (facts.pmiid !== undefined) this.bindClient(client, facts.pmiid, false, out);
+  }
+
+  private clientInput(id: ClientId, input: Framed, out: RelayAction[]): void {
+    const client = this.clients.get(id);
+    if (!client || client.closing) return;
+    if (input.kind === 'overlong') {
+      // The upstream applies its own limit; we will not buffer more than ours. Tell the client.
+      const m = /^cmd=([^ \t]+)/.exec(input.prefix);
+      this.sendClient(client, `cmd=error rc=8 msg=${wireMsg(`line_of_${input.length}_bytes_too_long_for_the_relay${m?.[1] ? `_(${m[1]})` : ''}`)}\n`, out);
+      out.push(event({ type: 'protocol-error', client: id, message: `a ${input.length}-byte line from client ${id} exceeds the relay's line limit` }));
+      return;
+    }
+    const line = input.line;
+    const session = client.session === null ? undefined : this.sessions.get(client.session);
+    if (!session) return this.firstLine(client, line, out);
+    if (session.client !== client.id) return; // superseded (taken over): ignore stragglers
+    this.request(session, client, line, out);
+  }
+
+  /** A socket client's first line: `initack pmiid=N` names its session. */
+  private firstLine(client: Client, line: string, out: RelayAction[]): void {
+    const t = tokenize(line);
+    if (isTokens(t) && t.head === 'cmd' && t.name === 'initack') {
+      const raw = t.attrs.get('pmiid') ?? '';
+      if (!/^\d{1,9}$/.test(raw)) return this.refuse(client, 'initack', 'E_BAD_PMIID', 'initack_needs_a_numeric_pmiid', `initack without a numeric pmiid (${preview(line)})`, out);
+      this.bindClient(client, Number(raw), true, out);
+      return;
+    }
+    const name = isTokens(t) ? t.name : '';
+    const reply = name === 'init' ? 'response_to_init' : 'error';
+    this.refuse(client, reply, 'E_NO_PMIID', 'the_relay_needs_PMI_ID_send_initack_first', `client ${client.id} sent ${preview(line)} before initack; the relay maps sessions by PMI_ID (set PMI_ID for MPICH)`, out);
+  }
+
+  private bindClient(client: Client, pmiid: number, answerInitack: boolean, out: RelayAction[]): void {
+    const upstreamId = this.mapId(pmiid);
+    if (upstreamId === undefined) {
+      return this.refuse(client, answerInitack ? 'initack' : 'error', 'E_UNKNOWN_PMIID', `no_session_for_pmiid_${pmiid}`, `PMI_ID ${pmiid} is not served by this relay`, out);
+    }
+    let session = this.sessions.get(pmiid);
+    // A finalized session still admits the client whose finalize_ack was kept while it was away.
+    if (session && (session.state === 'closed' || (session.state === 'finalized' && !session.kept))) {
+      return this.refuse(client, answerInitack ? 'initack' : 'error', 'E_SESSION_OVER', `session_${pmiid}_is_${session.state}`, `PMI_ID ${pmiid} already ${session.state}; it cannot join again`, out);
+    }
+    if (session) {
+      // Takeover: only by the same uid; the newer connection wins, even over a live-looking one.
+      if (session.uid !== undefined && client.facts.uid !== undefined && session.uid !== client.facts.uid) {
+        return this.refuse(client, answerInitack ? 'initack' : 'error', 'E_WRONG_UID', `pmiid_${pmiid}_belongs_to_another_user`, `uid ${client.facts.uid} tried to take over PMI_ID ${pmiid}, owned by uid ${session.uid}`, out);
+      }
+      const previous = session.client;
+      const wasHeld = session.state === 'held';
+      if (previous !== null) {
+        const old = this.clients.get(previous);
+        if (old) {
+          old.closing = true;
+          out.push({ kind: 'client-close', client: previous, reason: `replaced by a newer connection for PMI_ID ${pmiid}` });
+        }
+        if (session.inflight?.client === previous) session.inflight.client = null;
+      }
+      if (wasHeld) {
+        out.push({ kind: 'timer-clear', session: session.id });
+        session.state = session.identity && session.handshakeLines === 0 ? 'ready' : 'opening';
+      }
+      // Requests the old connection had queued are void: the new one will send its own.
+      for (let i = session.queue.length - 1; i >= 0; i--) if (session.queue[i]?.client !== client.id) session.queue.splice(i, 1);
+      session.client = client.id;
+      client.session = session.id;
+      out.push(event({ type: 'taken-over', session: session.id, client: client.id, previous, wasHeld }));
+    } else {
+      session = {
+        id: pmiid,
+        upstreamId,
+        state: 'opening',
+        uid: client.facts.uid,
+        client: client.id,
+        identity: this.opts.upstream.mode === 'fd' ? this.opts.upstream.identity : null,
+        handshakeLines: this.opts.upstream.mode === 'socket' ? 4 : 0,
+        awaitingInitack: [],
+        invariant: new Map(),
+        ackedPuts: new Map(),
+        inflight: null,
+        kept: null,
+        queue: [],
+        inSpawn: false,
+      };
+      this.sessions.set(pmiid, session);
+      client.session = session.id;
+      out.push(event({ type: 'session-opened', session: session.id, upstreamId, client: client.id }));
+      out.push({ kind: 'upstream-open', session: session.id, upstreamId });
+    }
+    if (answerInitack) {
+      if (session.identity && session.state !== 'opening') this.answerInitack(session, client, out);
+      else session.awaitingInitack.push(client.id);
+    }
+  }
+
+  private answerInitack(session: Session, client: Client, out: RelayAction[]): void {
+    const id = session.identity as UpstreamIdentity;
+    this.sendClient(client, formatReply({ cmd: 'initack', rc: 0, rank: id.rank, size: id.size, appnum: id.appnum, debug: id.debug }), out);
+  }
+
+  /** A request from the session's current client. */
+  private request(session: Session, client: Client, line: string, out: RelayAction[]): void {
+    const t = tokenize(line);
+    const tokens = isTokens(t) ? t : null;
+    const cmd = tokens ? (tokens.head === 'mcmd' ? 'spawn' : tokens.name) : '';
+    if (session.inSpawn || cmd === 'spawn') return this.spawnLine(session, line, out);
+    if (cmd === 'initack') {
+      // A client repeating its handshake on the same connection: answer from the session.
+      if (session.identity && session.state !== 'opening') this.answerInitack(session, client, out);
+      else session.awaitingInitack.push(client.id);
+      return;
+    }
+    if (session.state === 'opening' || session.inflight) {
+      if (session.inflight && session.inflight.client === null && session.inflight.line === line) {
+        // The request that was in flight when the old connection went away, sent again: its
+        // reply is on its way; hand it to this client instead of asking twice.
+        session.inflight.client = client.id;
+        out.push(event({ type: 'replayed', session: session.id, what: `${cmd} (waiting for the reply already asked for)` }));
+        return;
+      }
+      session.queue.push({ client: client.id, line });
+      return;
+    }
+    if (session.kept) {
+      const kept = session.kept;
+      session.kept = null;
+      if (kept.line === line) {
+        out.push(event({ type: 'replayed', session: session.id, what: `${cmd} (reply kept while disconnected)` }));
+        return this.deliver(session, client, cmd, kept.reply, out);
+      }
+      out.push(event({ type: 'protocol-error', session: session.id, message: `dropped the reply kept for ${preview(kept.line)}: the reconnected client asked ${preview(line)} instead` }));
+    }
+    const cached = session.invariant.get(line);
+    if (cached !== undefined && INVARIANT.has(cmd)) {
+      out.push(event({ type: 'answered-locally', session: session.id, cmd }));
+      return this.sendClient(client, cached, out);
+    }
+    const put = cmd === 'put' && tokens ? ([tokens.attrs.get('key') ?? '', tokens.attrs.get('value') ?? ''] as const) : undefined;
+    if (put && session.ackedPuts.get(put[0]) === put[1]) {
+      out.push(event({ type: 'answered-locally', session: session.id, cmd: 'put (identical to one already acknowledged)' }));
+      return this.sendClient(client, 'cmd=put_result rc=0\n', out);
+    }
+    this.forward(session, client.id, cmd, line, put, out);
+  }
+
+  private forward(session: Session, client: ClientId | null, cmd: string, line: string, put: readonly [string, string] | undefined, out: RelayAction[]): void {
+    out.push({ kind: 'upstream-send', session: session.id, data: `${line}\n` });
+    if (cmd === 'abort') return; // no reply will come
+    session.inflight = { line, cmd, client, ...(put ? { put } : {}) };
+  }
+
+  private spawnLine(session: Session, line: string, out: RelayAction[]): void {
+    out.push({ kind: 'upstream-send', session: session.id, data: `${line}\n` });
+    session.inSpawn = line.trim() !== 'endcmd';
+    // The reply comes after the last segment's endcmd; any endcmd may be it.
+    if (!session.inSpawn) session.inflight = { line: 'mcmd=spawn', cmd: 'spawn', client: session.client };
+  }
+
+  private deliver(session: Session, client: Client, cmd: string, reply: string, out: RelayAction[]): void {
+    this.sendClient(client, reply, out);
+    if (cmd === 'finalize' && /^cmd=finalize_ack\b/.test(reply)) {
+      session.state = 'finalized';
+      out.push(event({ type: 'finalized', session: session.id }));
+      client.closing = true;
+      out.push({ kind: 'client-close', client: client.id, reason: 'finalized' });
+      out.push({ kind: 'upstream-close', session: session.id, reason: 'finalized' });
+    }
+  }
+
+  private clientClose(id: ClientId, reason: string, out: RelayAction[]): void {
+    const client = this.clients.get(id);
+    if (!client) return;
+    this.clients.delete(id);
+    const session = client.session === null ? undefined : this.sessions.get(client.session);
+    if (!session || session.client !== id) return;
+    session.client = null;
+    if (session.inflight?.client === id) session.inflight.client = null;
+    session.awaitingInitack = session.awaitingInitack.filter((c) => c !== id);
+    if (session.state === 'finalized' || session.state === 'closed') return;
+    const hold = this.opts.holdMs;
+    if (hold === 0) return this.closeSession(session, `client disconnected before finalize (${reason}); --hold 0 passes that through`, out);
+    session.state = 'held';
+    out.push(event({ type: 'held', session: session.id, holdMs: hold, reason }));
+    if (hold !== null) out.push({ kind: 'timer-set', session: session.id, ms: hold });
+  }
+
+  private holdExpired(id: SessionId, out: RelayAction[]): void {
+    const session = this.sessions.get(id);
+    if (!session || session.state !== 'held') return;
+    const message = `PMI_ID ${id} did not reconnect within the hold time (${this.opts.holdMs ?? 0} ms); closing its upstream connection so the job sees a failed rank`;
+    out.push(event({ type: 'hold-expired', session: id, message }));
+    this.closeSession(session, message, out);
+  }
+
+  private closeSession(session: Session, reason: string, out: RelayAction[]): void {
+    session.state = 'closed';
+    out.push({ kind: 'upstream-close', session: session.id, reason });
+    out.push(event({ type: 'session-closed', session: session.id, reason }));
+  }
+
+  // ---- upstream --------------------------------------------------------------------------------
+
+  private upstreamConnected(id: SessionId, out: RelayAction[]): void {
+    const session = this.sessions.get(id);
+    if (!session) return;
+    if (this.opts.upstream.mode === 'socket') {
+      out.push({ kind: 'upstream-send', session: id, data: `cmd=initack pmiid=${session.upstreamId}\n` });
+      return;
+    }
+    this.ready(session, out);
+  }
+
+  private upstreamInput(id: SessionId, input: Framed, out: RelayAction[]): void {
+    const session = this.sessions.get(id);
+    if (!session || session.state === 'closed') return;
+    if (input.kind === 'overlong') {
+      out.push(event({ type: 'protocol-error', session: id, message: `upstream sent a ${input.length}-byte line; dropped` }));
+      return;
+    }
+    const line = input.line;
+    if (session.handshakeLines > 0) return this.handshakeLine(session, line, out);
+    const inflight = session.inflight;
+    if (!inflight) {
+      // Nothing asked: pass it on (e.g. an error line), so the client sees what the server said.
+      out.push(event({ type: 'protocol-error', session: id, message: `unsolicited upstream line ${preview(line)}` }));
+      const c = session.client === null ? undefined : this.clients.get(session.client);
+      if (c) this.sendClient(c, `${line}\n`, out);
+      return;
+    }
+    session.inflight = null;
+    const reply = `${line}\n`;
+    if (INVARIANT.has(inflight.cmd) && /\brc=0\b/.test(line)) session.invariant.set(inflight.line, reply);
+    if (inflight.put && /^cmd=put_result\b/.test(line) && (/\brc=0\b/.test(line) || !/\brc=/.test(line))) session.ackedPuts.set(inflight.put[0], inflight.put[1]);
+    const client = inflight.client === null ? undefined : this.clients.get(inflight.client);
+    if (client && session.client === client.id) this.deliver(session, client, inflight.cmd, reply, out);
+    else {
+      session.kept = { line: inflight.line, reply };
+      if (inflight.cmd === 'finalize') session.state = 'finalized';
+    }
+    this.drain(session, out);
+  }
+
+  private handshakeLine(session: Session, line: string, out: RelayAction[]): void {
+    const t = tokenize(line);
+    const tokens: Tokens | null = isTokens(t) ? t : null;
+    const step = 4 - session.handshakeLines; // 0: initack, 1: set size, 2: set rank, 3: set debug
+    const want = ['initack', 'set', 'set', 'set'][step];
+    if (!tokens || tokens.name !== want) {
+      return this.failHandshake(session, `upstream answered the handshake with ${preview(line)} (expected cmd=${want})`, out);
+    }
+    const int = (k: string) => {
+      const v = tokens.attrs.get(k);
+      return v !== undefined && /^-?\d+$/.test(v) ? Number(v) : undefined;
+    };
+    if (step === 0) {
+      const rc = int('rc') ?? 0;
+      if (rc !== 0) return this.failHandshake(session, `upstream refused PMI_ID ${session.upstreamId}: ${tokens.attrs.get('msg') ?? `rc=${rc}`}`, out);
+      session.identity = { rank: int('rank') ?? -1, size: int('size') ?? -1, appnum: int('appnum') ?? 0, debug: int('debug') ?? 0 };
+    } else {
+      const key = ['size', 'rank', 'debug'][step - 1] as 'size' | 'rank' | 'debug';
+      const v = int(key);
+      if (v === undefined) return this.failHandshake(session, `upstream handshake line ${preview(line)} lacks ${key}=`, out);
+      session.identity = { ...(session.identity as UpstreamIdentity), [key]: v };
+    }
+    session.handshakeLines--;
+    if (session.handshakeLines === 0) this.ready(session, out);
+  }
+
+  private failHandshake(session: Session, message: string, out: RelayAction[]): void {
+    out.push(event({ type: 'protocol-error', session: session.id, message }));
+    for (const cid of session.awaitingInitack) {
+      const c = this.clients.get(cid);
+      if (c) this.sendClient(c, `cmd=initack rc=-1 msg=${wireMsg('upstream_refused_the_handshake')}\n`, out);
+    }
+    if (session.client !== null) {
+      const c = this.clients.get(session.client);
+      if (c) {
+        c.closing = true;
+        out.push({ kind: 'client-close', client: c.id, reason: message });
+      }
+    }
+    this.closeSession(session, message, out);
+  }
+
+  private ready(session: Session, out: RelayAction[]): void {
+    if (session.state === 'opening') session.state = session.client === null ? 'held' : 'ready';
+    const id = session.identity as UpstreamIdentity;
+    out.push(event({ type: 'handshaken', session: session.id, rank: id.rank, size: id.size }));
+    for (const cid of session.awaitingInitack.splice(0)) {
+      const c = this.clients.get(cid);
+      if (c && session.client === cid) this.answerInitack(session, c, out);
+    }
+    this.drain(session, out);
+  }
+
+  /** Send the next queued request once the upstream is free. */
+  private drain(session: Session, out: RelayAction[]): void {
+    while (!session.inflight && session.queue.length > 0 && session.state !== 'opening') {
+      const next = session.queue.shift() as { client: ClientId; line: string };
+      const c = this.clients.get(next.client);
+      if (!c || session.client !== c.id) continue;
+      this.request(session, c, next.line, out);
+    }
+  }
+
+  private upstreamClose(id: SessionId, reason: string, out: RelayAction[]): void {
+    const session = this.sessions.get(id);
+    if (!session || session.state === 'closed') return;
+    const wasFinalized = session.state === 'finalized';
+    session.state = wasFinalized ? 'finalized' : 'closed';
+    if (wasFinalized) return;
+    const message = `the upstream server closed PMI_ID ${id}'s connection (${reason})`;
+    out.push(event({ type: 'session-closed', session: id, reason: message }));
+    if (session.client !== null) {
+      const c = this.clients.get(session.client);
+      if (c) {
+        c.closing = true;
+        out.push({ kind: 'client-close', client: c.id, reason: message });
+      }
+    }
+  }
+
+  // ---- helpers -----------------------------------------------------------------------------------
+
+  private sendClient(client: Client, data: string, out: RelayAction[]): void {
+    out.push({ kind: 'client-send', client: client.id, data });
+  }
+
+  private refuse(client: Client, reply: string, code: string, msg: string, message: string, out: RelayAction[]): void {
+    client.closing = true;
+    out.push(event({ type: 'refused', client: client.id, code, message }));
+    out.push({ kind: 'client-send', client: client.id, data: `cmd=${reply} rc=-1 msg=${wireMsg(msg)}\n` });
+    out.push({ kind: 'client-close', client: client.id, reason: message });
+  }
+}
+
+function event(e: RelayEvent): RelayAction {
+  return { kind: 'event', event: e };
+}

@@ -1,0 +1,84 @@
+/**
+ * The uid of the process on the other end of an accepted loopback TCP connection.
+ *
+ * SO_PEERCRED answers nothing useful for TCP (pid 0, uid -1), but for a loopback connection both
+ * ends are sockets of this kernel: the client's end is the row of /proc/net/tcp (or tcp6) whose
+ * local address is our remote one and whose remote address is our local one; its `uid` column is
+ * the owner. Look it up right after accept: once the client closes, the row goes away.
+ */
+import { readFileSync } from 'node:fs';
+import { isIPv4, isIPv6 } from 'node:net';
+
+/** The bytes of an IPv4 or IPv6 address (v4-mapped v6 included). */
+function addressBytes(ip: string): number[] {
+  if (isIPv4(ip)) return ip.split('.').map(Number);
+  if (!isIPv6(ip)) throw new Error(`not an IP address: ${ip}`);
+  let text = ip;
+  let tail: number[] = [];
+  const v4 = /(\d+\.\d+\.\d+\.\d+)$/.exec(text);
+  if (v4?.[1]) {
+    tail = v4[1].split('.').map(Number);
+    text = text.slice(0, -v4[1].length) + '0:0';
+  }
+  const [left = '', right = ''] = text.split('::');
+  const l = left ? left.split(':') : [];
+  const r = right ? right.split(':') : [];
+  const groups = text.includes('::') ? [...l, ...Array<string>(8 - l.length - r.length).fill('0'), ...r] : l;
+  const bytes = groups.flatMap((g) => {
+    const n = parseInt(g, 16);
+    return [n >> 8, n & 0xff];
+  });
+  if (tail.length) bytes.splice(12, 4, ...tail);
+  return bytes;
+}
+
+/** How /proc/net/tcp{,6} prints an address: each 32-bit word in host byte order, as %08X. */
+function procAddress(ip: string): string {
+  const bytes = addressBytes(ip);
+  const little = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+  let out = '';
+  for (let i = 0; i < bytes.length; i += 4) {
+    const word = bytes.slice(i, i + 4);
+    out += (little ? word.reverse() : word).map((b) => b.toString(16).toUpperCase().padStart(2, '0')).join('');
+  }
+  return out;
+}
+
+const hexPort = (p: number) => p.toString(16).toUpperCase().padStart(4, '0');
+
+export interface SocketEnds {
+  readonly remoteAddress?: string | undefined;
+  readonly remotePort?: number | undefined;
+  readonly localAddress?: string | undefined;
+  readonly localPort?: number | undefined;
+}
+
+/** uid owning the client end of an accepted loopback TCP connection, or undefined. */
+export function tcpPeerUid(sock: SocketEnds, procRoot = '/proc/net'): number | undefined {
+  const { remoteAddress, remotePort, localAddress, localPort } = sock;
+  if (!remoteAddress || !localAddress || remotePort === undefined || localPort === undefined) return undefined;
+  const unmap = (a: string) => a.replace(/^::ffff:(?=\d+\.\d+\.\d+\.\d+$)/i, '');
+  const ra = unmap(remoteAddress);
+  const la = unmap(localAddress);
+  // A v4 client of a dual-stack listener sits in tcp, written as v4; try both tables and forms.
+  const keys: Array<[string, string]> = [];
+  if (isIPv4(ra) && isIPv4(la)) {
+    keys.push(['tcp', `${procAddress(ra)}:${hexPort(remotePort)} ${procAddress(la)}:${hexPort(localPort)}`]);
+    keys.push(['tcp6', `${procAddress(`::ffff:${ra}`)}:${hexPort(remotePort)} ${procAddress(`::ffff:${la}`)}:${hexPort(localPort)}`]);
+  } else {
+    keys.push(['tcp6', `${procAddress(ra)}:${hexPort(remotePort)} ${procAddress(la)}:${hexPort(localPort)}`]);
+  }
+  for (const [table, key] of keys) {
+    let text: string;
+    try {
+      text = readFileSync(`${procRoot}/${table}`, 'latin1');
+    } catch {
+      continue;
+    }
+    for (const row of text.split('\n')) {
+      const f = row.trim().split(/\s+/);
+      if (f.length > 7 && `${f[1]} ${f[2]}` === key) return Number(f[7]);
+    }
+  }
+  return undefined;
+}
