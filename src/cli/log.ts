@@ -4,6 +4,7 @@
  */
 import { pino, type Logger, type Level } from 'pino';
 import type { BusEvent, ObserverBus } from '../host/bus.js';
+import type { RelayEvent } from '../relay/types.js';
 import { UsageError } from './args.js';
 
 const LEVELS = new Set(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
@@ -25,6 +26,19 @@ function levelOf(ev: BusEvent): Level {
       return 'warn';
     case 'closed':
       return 'debug';
+    case 'relay':
+      switch (ev.event.type) {
+        case 'refused':
+        case 'protocol-error':
+        case 'hold-expired':
+          return 'warn';
+        case 'held':
+        case 'taken-over':
+        case 'session-closed':
+          return 'info';
+        default:
+          return 'debug';
+      }
     case 'engine':
       switch (ev.event.type) {
         case 'put':
@@ -62,6 +76,8 @@ function messageOf(ev: BusEvent): string {
       return ev.message;
     case 'closed':
       return `connection ${ev.conn} closed: ${ev.reason}`;
+    case 'relay':
+      return relayMessage(ev.event);
     case 'engine': {
       const e = ev.event;
       switch (e.type) {
@@ -93,6 +109,33 @@ function messageOf(ev: BusEvent): string {
           return `job finished: ${e.status.reason}`;
       }
     }
+  }
+}
+
+function relayMessage(e: RelayEvent): string {
+  switch (e.type) {
+    case 'session-opened':
+      return `session ${e.session} opened (upstream pmiid ${e.upstreamId})`;
+    case 'handshaken':
+      return `session ${e.session} is rank ${e.rank} of ${e.size} upstream`;
+    case 'held':
+      return `session ${e.session} held ${e.holdMs === null ? 'until the job ends' : `for ${e.holdMs} ms`} after its client went away (${e.reason})`;
+    case 'taken-over':
+      return e.previous === null && !e.wasHeld ? `session ${e.session} attached to client ${e.client}` : `session ${e.session} taken over by client ${e.client}${e.previous !== null ? ` (closed the older connection ${e.previous})` : ' (it was held)'}`;
+    case 'replayed':
+      return `session ${e.session}: ${e.what}`;
+    case 'answered-locally':
+      return `session ${e.session}: answered ${e.cmd} from the session`;
+    case 'hold-expired':
+      return e.message;
+    case 'finalized':
+      return `session ${e.session} finalized`;
+    case 'session-closed':
+      return `session ${e.session} closed: ${e.reason}`;
+    case 'refused':
+      return `refused client ${e.client}: ${e.message}`;
+    case 'protocol-error':
+      return e.message;
   }
 }
 

@@ -10,6 +10,8 @@ import { EXIT } from './exit-codes.js';
 const COMMANDS: Record<string, { summary: string; load: () => Promise<{ main(argv: string[]): Promise<number> }> }> = {
   run: { summary: 'start the embedded PMI server and launch N ranks of a program', load: () => import('./run.js') },
   serve: { summary: 'a standalone PMI server for ranks started by something else', load: () => import('./serve.js') },
+  relay: { summary: 'forward PMI clients to an upstream server by PMI_ID, with reconnection', load: () => import('./relay.js') },
+  wrap: { summary: 'run one rank behind a private relay (PMI_FD inside, any upstream outside)', load: () => import('./wrap.js') },
   pmi: { summary: 'PMI client commands for use inside a rank (info, put, get, barrier, exchange)', load: () => import('./pmi.js') },
   protocol: { summary: 'print the PMI-1 message catalogue pmibridge speaks', load: () => import('./protocol.js') },
 };

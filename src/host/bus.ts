@@ -4,9 +4,11 @@
  * that does is reported to the others and does not stop delivery.
  */
 import type { EngineEvent, ConnId } from '../server/types.js';
+import type { RelayEvent } from '../relay/types.js';
 
 export type BusEvent =
   | { readonly type: 'engine'; readonly event: EngineEvent }
+  | { readonly type: 'relay'; readonly event: RelayEvent }
   | { readonly type: 'line'; readonly conn: ConnId; readonly dir: 'in' | 'out'; readonly line: string; readonly rank?: number }
   | { readonly type: 'listening'; readonly pmiPort: string }
   | { readonly type: 'peer-refused'; readonly peer: string; readonly uid?: number; readonly reason: string }

@@ -120,6 +120,9 @@ export class RelayEngine {
       case 'timer':
         this.holdExpired(input.session, out);
         break;
+      case 'prepare':
+        this.prepare(input.session, out);
+        break;
     }
     return out;
   }
@@ -189,6 +192,7 @@ export class RelayEngine {
       }
       const previous = session.client;
       const wasHeld = session.state === 'held';
+      if (session.state === 'waiting') session.state = 'ready';
       if (previous !== null) {
         const old = this.clients.get(previous);
         if (old) {
@@ -207,31 +211,52 @@ export class RelayEngine {
       client.session = session.id;
       out.push(event({ type: 'taken-over', session: session.id, client: client.id, previous, wasHeld }));
     } else {
-      session = {
-        id: pmiid,
-        upstreamId,
-        state: 'opening',
-        uid: client.facts.uid,
-        client: client.id,
-        identity: this.opts.upstream.mode === 'fd' ? this.opts.upstream.identity : null,
-        handshakeLines: this.opts.upstream.mode === 'socket' ? 4 : 0,
-        awaitingInitack: [],
-        invariant: new Map(),
-        ackedPuts: new Map(),
-        inflight: null,
-        kept: null,
-        queue: [],
-        inSpawn: false,
-      };
-      this.sessions.set(pmiid, session);
-      client.session = session.id;
-      out.push(event({ type: 'session-opened', session: session.id, upstreamId, client: client.id }));
-      out.push({ kind: 'upstream-open', session: session.id, upstreamId });
+      session = this.newSession(pmiid, upstreamId, client, out);
     }
     if (answerInitack) {
       if (session.identity && session.state !== 'opening') this.answerInitack(session, client, out);
       else session.awaitingInitack.push(client.id);
     }
+  }
+
+  private newSession(pmiid: number, upstreamId: number, client: Client | null, out: RelayAction[]): Session {
+    const session: Session = {
+      id: pmiid,
+      upstreamId,
+      state: 'opening',
+      uid: client?.facts.uid,
+      client: client?.id ?? null,
+      identity: this.opts.upstream.mode === 'fd' ? this.opts.upstream.identity : null,
+      handshakeLines: this.opts.upstream.mode === 'socket' ? 4 : 0,
+      awaitingInitack: [],
+      invariant: new Map(),
+      ackedPuts: new Map(),
+      inflight: null,
+      kept: null,
+      queue: [],
+      inSpawn: false,
+    };
+    this.sessions.set(pmiid, session);
+    if (client) client.session = session.id;
+    out.push(event({ type: 'session-opened', session: session.id, upstreamId, client: client?.id ?? null }));
+    out.push({ kind: 'upstream-open', session: session.id, upstreamId });
+    return session;
+  }
+
+  private prepare(pmiid: number, out: RelayAction[]): void {
+    if (this.sessions.has(pmiid)) return;
+    const upstreamId = this.mapId(pmiid);
+    if (upstreamId === undefined) {
+      out.push(event({ type: 'protocol-error', session: pmiid, message: `PMI_ID ${pmiid} is not served by this relay` }));
+      return;
+    }
+    this.newSession(pmiid, upstreamId, null, out);
+  }
+
+  /** Rank, size, appnum, debug of a session once the upstream told them. */
+  identityOf(pmiid: SessionId): UpstreamIdentity | null {
+    const s = this.sessions.get(pmiid);
+    return s && s.handshakeLines === 0 ? s.identity : null;
   }
 
   private answerInitack(session: Session, client: Client, out: RelayAction[]): void {
@@ -424,7 +449,7 @@ export class RelayEngine {
   }
 
   private ready(session: Session, out: RelayAction[]): void {
-    if (session.state === 'opening') session.state = session.client === null ? 'held' : 'ready';
+    if (session.state === 'opening') session.state = session.client === null ? 'waiting' : 'ready';
     const id = session.identity as UpstreamIdentity;
     out.push(event({ type: 'handshaken', session: session.id, rank: id.rank, size: id.size }));
     for (const cid of session.awaitingInitack.splice(0)) {

@@ -25,12 +25,14 @@ export type RelayInput =
   | { readonly kind: 'upstream-connected'; readonly session: SessionId }
   | { readonly kind: 'upstream-input'; readonly session: SessionId; readonly input: Framed }
   | { readonly kind: 'upstream-close'; readonly session: SessionId; readonly reason: string }
-  | { readonly kind: 'timer'; readonly session: SessionId };
+  | { readonly kind: 'timer'; readonly session: SessionId }
+  /** Open a session before its client exists (wrap needs the rank and size to start its child). */
+  | { readonly kind: 'prepare'; readonly session: SessionId };
 
-export type SessionState = 'opening' | 'ready' | 'held' | 'finalized' | 'closed';
+export type SessionState = 'opening' | 'ready' | 'waiting' | 'held' | 'finalized' | 'closed';
 
 export type RelayEvent =
-  | { readonly type: 'session-opened'; readonly session: SessionId; readonly upstreamId: number; readonly client: ClientId }
+  | { readonly type: 'session-opened'; readonly session: SessionId; readonly upstreamId: number; readonly client: ClientId | null }
   | { readonly type: 'handshaken'; readonly session: SessionId; readonly rank: number; readonly size: number }
   | { readonly type: 'held'; readonly session: SessionId; readonly holdMs: number | null; readonly reason: string }
   | { readonly type: 'taken-over'; readonly session: SessionId; readonly client: ClientId; readonly previous: ClientId | null; readonly wasHeld: boolean }

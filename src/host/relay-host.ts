@@ -1,0 +1,172 @@
+/**
+ * RelayHost: a RelayEngine on real sockets. Client connections come from listeners (TCP loopback,
+ * Unix) or socketpairs (`wrap`); each session's upstream connection is opened here when the engine
+ * asks, to an address or on an inherited fd; hold timers run here.
+ */
+import { connect as netConnect, Socket } from 'node:net';
+import type { PmiAddress } from '../protocol/address.js';
+import { defaultLimits } from '../protocol/limits.js';
+import { RelayEngine, type RelayEngineOptions, type UpstreamIdentity } from '../relay/engine.js';
+import type { ClientFacts, ClientId, RelayAction, RelayEvent, SessionId } from '../relay/types.js';
+import { LineConnection } from '../transport/line-connection.js';
+import { listen, listenPrivateUnix, type AcceptedPeer, type Listener } from '../transport/listen.js';
+import { ObserverBus } from './bus.js';
+
+export type UpstreamSpec =
+  | { readonly kind: 'address'; readonly address: PmiAddress }
+  /** An inherited, already connected socket (PMI_FD of hydra/flux/Slurm); carries one session. */
+  | { readonly kind: 'fd'; readonly fd: number; readonly identity: UpstreamIdentity };
+
+export interface RelayHostOptions {
+  readonly upstream: UpstreamSpec;
+  readonly holdMs: number | null;
+  readonly mapId?: (pmiid: number) => number | undefined;
+  readonly allowUids?: readonly number[];
+  readonly maxLine?: number;
+  readonly bus?: ObserverBus;
+}
+
+export class RelayHost {
+  readonly engine: RelayEngine;
+  readonly bus: ObserverBus;
+  private readonly clients = new Map<ClientId, LineConnection>();
+  private readonly upstreams = new Map<SessionId, LineConnection>();
+  private readonly timers = new Map<SessionId, NodeJS.Timeout>();
+  private readonly listeners: Listener[] = [];
+  private readonly relayEvents = new Set<(e: RelayEvent) => void>();
+  private readonly maxLine: number;
+  private nextClient = 1;
+  private fdUsed = false;
+
+  constructor(private readonly opts: RelayHostOptions) {
+    const upstream: RelayEngineOptions['upstream'] = opts.upstream.kind === 'fd' ? { mode: 'fd', identity: opts.upstream.identity } : { mode: 'socket' };
+    this.engine = new RelayEngine({ upstream, holdMs: opts.holdMs, ...(opts.mapId ? { mapId: opts.mapId } : {}) });
+    this.bus = opts.bus ?? new ObserverBus();
+    this.maxLine = opts.maxLine ?? defaultLimits().maxLine;
+  }
+
+  async listen(address: PmiAddress | 'private-unix'): Promise<Listener> {
+    const options = {
+      allowUids: this.opts.allowUids ?? [],
+      onConnection: (socket: Socket, peer: AcceptedPeer) =>
+        this.attachClient(socket, { transport: peer.transport, peer: peer.peer, ...(peer.uid !== undefined ? { uid: peer.uid } : {}) }),
+      onRefused: (peer: AcceptedPeer, reason: string) => this.bus.emit({ type: 'peer-refused', peer: peer.peer, reason, ...(peer.uid !== undefined ? { uid: peer.uid } : {}) }),
+      onError: (err: Error) => this.bus.emit({ type: 'transport-error', message: err.message }),
+    };
+    const l = address === 'private-unix' ? await listenPrivateUnix(options) : await listen(address, options);
+    this.listeners.push(l);
+    this.bus.emit({ type: 'listening', pmiPort: l.pmiPort });
+    return l;
+  }
+
+  /** Serve a connected client socket (accepted, or wrap's socketpair with facts.pmiid). */
+  attachClient(socket: Socket, facts: ClientFacts): ClientId {
+    const id = this.nextClient++;
+    const conn = new LineConnection(socket, this.maxLine, {
+      onInput: (input) => this.apply(this.engine.handle({ kind: 'client-input', client: id, input })),
+      onClose: (reason) => {
+        this.clients.delete(id);
+        this.apply(this.engine.handle({ kind: 'client-close', client: id, reason }));
+      },
+    });
+    this.clients.set(id, conn);
+    this.apply(this.engine.handle({ kind: 'client-connect', client: id, facts }));
+    return id;
+  }
+
+  /** Open a session ahead of its client; resolves with the rank/size the upstream gave. */
+  prepare(pmiid: SessionId): Promise<UpstreamIdentity> {
+    const known = this.engine.identityOf(pmiid);
+    if (known) return Promise.resolve(known);
+    return new Promise((resolve, reject) => {
+      const off = this.onRelayEvent((e) => {
+        if (e.type === 'handshaken' && e.session === pmiid) {
+          off();
+          resolve(this.engine.identityOf(pmiid) as UpstreamIdentity);
+        } else if ((e.type === 'session-closed' && e.session === pmiid) || (e.type === 'protocol-error' && e.session === pmiid && !this.engine.sessionStates().some((s) => s.session === pmiid))) {
+          off();
+          reject(new Error(e.type === 'session-closed' ? e.reason : e.message));
+        }
+      });
+      this.apply(this.engine.handle({ kind: 'prepare', session: pmiid }));
+    });
+  }
+
+  onRelayEvent(fn: (e: RelayEvent) => void): () => void {
+    this.relayEvents.add(fn);
+    return () => this.relayEvents.delete(fn);
+  }
+
+  private openUpstream(session: SessionId): void {
+    const spec = this.opts.upstream;
+    let socket: Socket;
+    if (spec.kind === 'fd') {
+      if (this.fdUsed) {
+        this.apply(this.engine.handle({ kind: 'upstream-close', session, reason: 'the inherited PMI_FD carries a single session' }));
+        return;
+      }
+      this.fdUsed = true;
+      socket = new Socket({ fd: spec.fd, readable: true, writable: true });
+    } else {
+      const a = spec.address;
+      socket = a.kind === 'tcp' ? netConnect({ host: a.host, port: a.port, noDelay: true }) : netConnect({ path: a.path });
+    }
+    const conn = new LineConnection(socket, this.maxLine, {
+      onInput: (input) => this.apply(this.engine.handle({ kind: 'upstream-input', session, input })),
+      onClose: (reason) => {
+        this.upstreams.delete(session);
+        this.apply(this.engine.handle({ kind: 'upstream-close', session, reason }));
+      },
+    });
+    this.upstreams.set(session, conn);
+    if (spec.kind === 'fd' || !socket.connecting) this.apply(this.engine.handle({ kind: 'upstream-connected', session }));
+    else socket.once('connect', () => this.apply(this.engine.handle({ kind: 'upstream-connected', session })));
+  }
+
+  private apply(actions: readonly RelayAction[]): void {
+    for (const a of actions) {
+      switch (a.kind) {
+        case 'client-send':
+          this.clients.get(a.client)?.send(a.data);
+          break;
+        case 'client-close':
+          this.clients.get(a.client)?.end();
+          break;
+        case 'upstream-open':
+          this.openUpstream(a.session);
+          break;
+        case 'upstream-send':
+          this.upstreams.get(a.session)?.send(a.data);
+          break;
+        case 'upstream-close':
+          this.upstreams.get(a.session)?.end();
+          break;
+        case 'timer-set': {
+          clearTimeout(this.timers.get(a.session));
+          const t = setTimeout(() => {
+            this.timers.delete(a.session);
+            this.apply(this.engine.handle({ kind: 'timer', session: a.session }));
+          }, a.ms);
+          this.timers.set(a.session, t);
+          break;
+        }
+        case 'timer-clear':
+          clearTimeout(this.timers.get(a.session));
+          this.timers.delete(a.session);
+          break;
+        case 'event':
+          this.bus.emit({ type: 'relay', event: a.event });
+          for (const fn of this.relayEvents) fn(a.event);
+          break;
+      }
+    }
+  }
+
+  async close(): Promise<void> {
+    for (const t of this.timers.values()) clearTimeout(t);
+    this.timers.clear();
+    for (const c of this.clients.values()) c.destroy();
+    for (const u of this.upstreams.values()) u.destroy();
+    await Promise.all(this.listeners.splice(0).map((l) => l.close()));
+  }
+}
