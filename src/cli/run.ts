@@ -3,6 +3,7 @@ import { createLogger, logBus } from './log.js';
 import { helpText, intOption, parseCommand, splitCommand, stringOption, UsageError, type CommandSpec } from './args.js';
 import { EXIT } from './exit-codes.js';
 import { JOB_OPTIONS, jobOptions } from './server-options.js';
+import { parseDuration } from './relay-options.js';
 import { ObserverBus } from '../host/bus.js';
 import { isLoopbackHost } from '../protocol/address.js';
 
@@ -24,6 +25,8 @@ export const spec: CommandSpec = {
     label: { short: 'l', type: 'boolean', help: 'prefix each output line with [rank]' },
     attach: { type: 'string', arg: 'RANK', help: 'do not start RANK; print the environment and command to start it by hand (e.g. under lldb) and wait for it' },
     'tcp-host': { type: 'string', arg: 'HOST', default: '127.0.0.1', help: 'address the TCP listener binds (loopback unless told otherwise)' },
+    relay: { type: 'boolean', help: 'put a relay between the ranks and the server (which then listens only on a private Unix socket); with --attach, the hand-started rank can reconnect' },
+    hold: { type: 'string', arg: 'DURATION', help: 'with --relay: how long a disconnected rank\'s session waits for it to reconnect (default 5m; 0, inf)' },
     ...JOB_OPTIONS,
   },
   examples: [
@@ -55,7 +58,10 @@ export async function main(argv: string[]): Promise<number> {
   if (!isLoopbackHost(tcpHost)) log.warn(`TCP listener on ${tcpHost}: any host that reaches it can join the job (PMI has no authentication)`);
 
   const { launch } = await import('../launcher/launch.js');
-  const result = await launch({ size, command, pmi, label: Boolean(values['label']), ...(attach !== undefined ? { attach } : {}), tcpHost, server, bus });
+  const holdText = stringOption(values, 'hold');
+  if (holdText !== undefined && !values['relay']) throw new UsageError('run', '--hold needs --relay');
+  const relay = values['relay'] ? { holdMs: parseDuration('run', holdText ?? '5m') } : undefined;
+  const result = await launch({ size, command, pmi, label: Boolean(values['label']), ...(attach !== undefined ? { attach } : {}), ...(relay ? { relay } : {}), tcpHost, server, bus });
   if (!result.ok) process.stderr.write(`pmibridge run: job failed: ${result.reason}\n`);
   return result.exitCode;
 }

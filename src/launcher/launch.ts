@@ -15,6 +15,7 @@ import type { Socket } from 'node:net';
 import { constants as osConstants } from 'node:os';
 import type { PmiAddress } from '../protocol/address.js';
 import { JobServer, type JobServerOptions } from '../host/job-server.js';
+import { RelayHost } from '../host/relay-host.js';
 import type { ObserverBus } from '../host/bus.js';
 import type { JobStatus } from '../server/types.js';
 import { shellQuote } from '../util/shell-quote.js';
@@ -39,6 +40,11 @@ export interface LaunchOptions {
   readonly env?: NodeJS.ProcessEnv;
   /** Grace period between SIGTERM and SIGKILL when tearing a failed job down. */
   readonly killGraceMs?: number;
+  /**
+   * Put a relay between the ranks and the server, which then listens only on its private Unix
+   * socket. `holdMs` is the relay's hold time for a disconnected session (null: until the job ends).
+   */
+  readonly relay?: { readonly holdMs: number | null };
 }
 
 export interface LaunchResult extends JobStatus {
@@ -60,12 +66,20 @@ export async function launch(opts: LaunchOptions): Promise<LaunchResult> {
   const [prog, ...args] = opts.command;
   if (!prog) throw new TypeError('no program to launch');
 
+  // With --relay the ranks talk to a relay, and only the relay talks to the server.
+  let relay: RelayHost | null = null;
+  if (opts.relay) {
+    const upstream = (await server.listen('private-unix')).address;
+    relay = new RelayHost({ upstream: { kind: 'address', address: upstream }, holdMs: opts.relay.holdMs, bus: server.bus });
+  }
+  const front = relay ?? server;
+
   // A listener when ranks connect by address, or when a rank is started by hand: a debugger
   // (lldb) closes inherited fds, so an attached rank always uses PMI_PORT + PMI_ID.
   let pmiPort: string | undefined;
   if (opts.pmi !== 'fd' || opts.attach !== undefined) {
     const where: PmiAddress | 'private-unix' = opts.pmi === 'unix' ? 'private-unix' : { kind: 'tcp', host: opts.tcpHost ?? '127.0.0.1', port: 0 };
-    pmiPort = (await server.listen(where)).pmiPort;
+    pmiPort = (await front.listen(where)).pmiPort;
   }
 
   let failure: JobStatus | null = null;
@@ -127,7 +141,12 @@ export async function launch(opts: LaunchOptions): Promise<LaunchResult> {
     if (opts.label && child.stdout && child.stderr) {
       rp.output.push(labelStream(child.stdout, process.stdout, `[${rank}] `), labelStream(child.stderr, process.stderr, `[${rank}] `));
     }
-    if (opts.pmi === 'fd') server.attach(child.stdio[3] as Socket, { transport: 'fd', rank, peer: `pid ${child.pid ?? '?'}` });
+    if (opts.pmi === 'fd') {
+      const channel = child.stdio[3] as Socket;
+      const peer = `pid ${child.pid ?? '?'}`;
+      if (relay) relay.attachClient(channel, { transport: 'fd', pmiid: rank, peer });
+      else server.attach(channel, { transport: 'fd', rank, peer });
+    }
     void exited.then(({ code, signal }) => {
       rp.alive = false;
       if (code !== 0 || signal) failJob(exitStatus(rank, code, signal, ''));
@@ -164,6 +183,7 @@ export async function launch(opts: LaunchOptions): Promise<LaunchResult> {
   } finally {
     process.off('SIGINT', sigint);
     process.off('SIGTERM', sigterm);
+    await relay?.close();
     await server.close();
   }
 }

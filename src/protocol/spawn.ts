@@ -43,15 +43,20 @@ export class SpawnAssembler {
   /** Feed one line; the first must be `mcmd=spawn`. */
   push(line: string): SpawnStep {
     if (this.skipping) {
-      if (line.trim() === 'endcmd') this.skipping = false;
-      else if (++this.lines > this.maxLines) {
+      if (line.trim() === 'endcmd') {
+        this.skipping = false;
+        this.lines = 0; // the next block gets its own line count
+      } else if (++this.lines > this.maxLines) {
         this.skipping = false;
         this.lines = 0;
         return { kind: 'error', detail: `no endcmd within ${this.maxLines} lines of a failed spawn request` };
       }
       return { kind: 'more' };
     }
-    if (++this.lines > this.maxLines) return this.fail(`spawn request longer than ${this.maxLines} lines`);
+    if (++this.lines > this.maxLines) {
+      if (line.trim() === 'endcmd') this.current = null; // the block ends here: nothing left to skip
+      return this.fail(`spawn request longer than ${this.maxLines} lines`);
+    }
     if (this.current === null) {
       if (line.trim() !== 'mcmd=spawn') return this.fail('a spawn block must start with mcmd=spawn');
       this.current = new Map();
@@ -81,6 +86,7 @@ export class SpawnAssembler {
     const sofar = int('spawnssofar');
     const execname = m.get('execname');
     if (nprocs === undefined || total === undefined || sofar === undefined || execname === undefined) {
+      this.current = null; // this segment ended at its endcmd: nothing of it is left to skip
       return this.fail('spawn segment lacks nprocs, execname, totspawns or spawnssofar');
     }
     const args: string[] = [];

@@ -478,6 +478,7 @@ export class ServerEngine {
     if (step.kind === 'error') {
       return this.badLine(conn, problem('E_BAD_SPAWN', PMI_RC.FAIL, 'malformed_spawn_request', step.detail), 'spawn_result', out);
     }
+    conn.strikes = 0; // a complete, well-formed spawn request is not garbage
     // A defined "no": pmibridge runs a fixed-size job (as flux's server does).
     this.answerFailure(conn, 'spawn', problem('E_SPAWN_UNSUPPORTED', PMI_RC.FAIL, 'spawn_is_not_supported_by_pmibridge', 'MPI_Comm_spawn is not supported: pmibridge runs fixed-size jobs'), out, false);
   }
