@@ -387,6 +387,21 @@ t.test('reply decoding failures', async (t) => {
   t.same(failed.ok && failed.reply, { cmd: 'get_result', rc: -1, msg: 'key_no_such_key_not_found', value: 'unknown' }, 'hydra legacy not-found');
   const failedBare = decodeReply('cmd=lookup_result rc=1');
   t.same(failedBare.ok && failedBare.reply, { cmd: 'lookup_result', rc: 1 }, 'a failure needs no required attributes');
+  const badVersion = decodeReply('cmd=response_to_init rc=0 pmi_version=one');
+  t.equal(!badVersion.ok && badVersion.problem.code, 'E_BAD_INTEGER', 'an optional attribute that is present must still be well-formed');
+});
+
+t.test('a bare response_to_init rc=0 is accepted (pmi_version/pmi_subversion optional, as legacy MPICH)', async (t) => {
+  const bare = decodeReply('cmd=response_to_init rc=0');
+  t.ok(bare.ok, 'accepted');
+  t.same(bare.ok && bare.reply, { cmd: 'response_to_init', rc: 0 });
+  const noRc = decodeReply('cmd=response_to_init');
+  t.same(noRc.ok && noRc.reply, { cmd: 'response_to_init', rc: 0 }, 'missing rc reads as 0 here too');
+  const one = decodeReply('cmd=response_to_init rc=0 pmi_version=1');
+  t.same(one.ok && one.reply, { cmd: 'response_to_init', rc: 0, pmi_version: 1 }, 'either version alone');
+  const full = decodeReply('cmd=response_to_init rc=0 pmi_version=1 pmi_subversion=1');
+  t.same(full.ok && full.reply, { cmd: 'response_to_init', rc: 0, pmi_version: 1, pmi_subversion: 1 }, 'the full reply is unchanged');
+  t.equal(formatReply({ cmd: 'response_to_init', rc: 0 }), 'cmd=response_to_init rc=0\n', 'and it can be written');
 });
 
 t.test('property: any writable query and reply decodes back to itself', async (t) => {

@@ -2,16 +2,21 @@
  * Property tests of the engine: random lines and mutated real lines (every `C>` line of the
  * reference transcripts), fed over several connections in random states, never make it throw, and
  * every query line gets exactly one answer in its own reply command (or none: abort, a line inside
- * a spawn block, a connection already closed, a job already over). A barrier's answer may come
- * later; a small model tracks those and checks them against the engine's own rank states. The
- * harness checks every sent line: `\n`-terminated, strictly parseable (no space inside a value),
- * accepted by decodeReply, rc first, nothing after a close.
+ * a spawn block or swallowed after a failed one, a connection already closed, a job already over).
+ * A barrier's answer may come later; a small model tracks those and checks them against the
+ * engine's own rank states. The model also knows that a failed spawn block is swallowed up to its
+ * endcmd, that a rank's malformed or overlong abort still ends the job (exit code 1), and which
+ * lines count toward the close after maxStrikes bad lines in a row (only undecodable ones; any
+ * well-formed query resets the count). The harness checks every sent line: `\n`-terminated,
+ * strictly parseable (no space inside a value), accepted by decodeReply, rc first, nothing after a
+ * close.
  *
  * Reproduce a failure with FC_SEED=<seed> (printed by fast-check) and FC_RUNS=<n>.
  */
 import t from 'tap';
 import fc from 'fast-check';
 import { QUERIES, SpawnAssembler, decodeQuery, formatSpawn, replyNameOf } from '../src/protocol/index.js';
+import { DEFAULT_MAX_STRIKES } from '../src/server/index.js';
 import { EngineHarness } from './fixtures/engine-harness.js';
 import { isPmi1, linesOf, listTranscripts, loadTranscript } from './fixtures/transcripts.js';
 
@@ -149,7 +154,7 @@ type Step =
   | { readonly kind: 'overlong'; readonly conn: number; readonly prefix: string; readonly length: number }
   | { readonly kind: 'disconnect'; readonly conn: number };
 
-type Setup = 'tcp' | 'tcp+initack' | 'fd' | 'fd+init' | 'fd+init+kvs' | 'fd+init+spawn' | 'fd+init+strikes' | 'fd+init+barrier';
+type Setup = 'tcp' | 'tcp+initack' | 'fd' | 'fd+init' | 'fd+init+kvs' | 'fd+init+spawn' | 'fd+init+spawn-failed' | 'fd+init+strikes' | 'fd+init+strikes+spawn' | 'fd+init+barrier';
 
 const SETUP_LINES: Readonly<Record<Setup, readonly string[]>> = {
   tcp: [],
@@ -158,7 +163,10 @@ const SETUP_LINES: Readonly<Record<Setup, readonly string[]>> = {
   'fd+init': ['cmd=init pmi_version=1 pmi_subversion=1'],
   'fd+init+kvs': ['cmd=init pmi_version=1 pmi_subversion=1', 'cmd=put kvsname=kvs_pmibridge_0 key=k value=v', 'cmd=put key=__proto__ value=p'],
   'fd+init+spawn': ['cmd=init pmi_version=1 pmi_subversion=1', 'mcmd=spawn', 'nprocs=1'],
+  'fd+init+spawn-failed': ['cmd=init pmi_version=1 pmi_subversion=1', 'mcmd=spawn', 'nprocs=1', 'garbage'], // now swallowing to endcmd
   'fd+init+strikes': ['cmd=init pmi_version=1 pmi_subversion=1', ...Array.from({ length: 7 }, () => 'garbage')],
+  // a whole spawn request after 7 bad lines: well-formed (refused), so the count starts again
+  'fd+init+strikes+spawn': ['cmd=init pmi_version=1 pmi_subversion=1', ...Array.from({ length: 7 }, () => 'garbage'), ...spawnLines],
   'fd+init+barrier': ['cmd=init pmi_version=1 pmi_subversion=1', 'cmd=barrier_in'],
 };
 
@@ -191,17 +199,84 @@ const scenario = fc
 
 // ---- the model ------------------------------------------------------------------------------------
 
-/** The reply command a line must be answered in; 'none' (no answer) or 'barrier' (now or later). */
-function expectedFor(line: string, spawn: SpawnAssembler): string {
+/**
+ * A connection's spawn state: block parsing is SpawnAssembler's, but the swallowing after a failure
+ * is modelled here on its own and checked against the assembler. A failure inside an open segment
+ * (not at its first line, not at its endcmd) swallows every line up to and including the next
+ * endcmd; if none comes within maxLines lines, the next line is answered once more.
+ */
+class SpawnModel {
+  readonly assembler: SpawnAssembler;
+  swallowing = false;
+  private swallowed = 0;
+
+  constructor(private readonly maxLines: number) {
+    this.assembler = new SpawnAssembler(maxLines);
+  }
+
+  get active(): boolean {
+    return this.assembler.active;
+  }
+
+  push(line: string): 'more' | 'error' | 'done' {
+    const inSegment = !this.swallowing && this.assembler.active; // not swallowing: active means a segment is open
+    const step = this.assembler.push(line);
+    if (this.swallowing) {
+      let want: 'more' | 'error' = 'more';
+      if (line.trim() === 'endcmd') this.swallowing = false;
+      else if (++this.swallowed > this.maxLines) {
+        this.swallowing = false;
+        want = 'error';
+      }
+      if (step.kind !== want) throw new Error(`swallowing ${JSON.stringify(line)}: model says ${want}, the assembler ${JSON.stringify(step)}`);
+      if (this.assembler.active !== this.swallowing) throw new Error(`swallowing ${JSON.stringify(line)}: assembler active=${this.assembler.active}`);
+      return want;
+    }
+    if (step.kind === 'error') {
+      // failing at a segment's own endcmd leaves nothing of it to swallow
+      this.swallowing = inSegment && line.trim() !== 'endcmd';
+      this.swallowed = 0;
+      if (this.assembler.active !== this.swallowing) throw new Error(`failed at ${JSON.stringify(line)}: swallowing should be ${this.swallowing}, assembler active=${this.assembler.active}`);
+    }
+    return step.kind;
+  }
+}
+
+interface Expectation {
+  /** The reply command; 'none' (no answer) or 'barrier' (now or later). */
+  readonly answer: string;
+  /** How the line moves the count of bad lines in a row. */
+  readonly strike: 'count' | 'reset' | 'keep';
+  /** A rank's abort, malformed or not: the job ends with this exit code (and reason). */
+  readonly abort?: { readonly exitCode: number; readonly reason: RegExp };
+}
+
+/** What the engine must answer to a line on a connection (bound: the connection is a rank). */
+function expectedFor(line: string, spawn: SpawnModel, bound: boolean): Expectation {
   if (spawn.active || line.startsWith('mcmd=')) {
-    const step = spawn.push(line);
-    return step.kind === 'more' ? 'none' : 'spawn_result';
+    const kind = spawn.push(line);
+    if (kind === 'more') return { answer: 'none', strike: 'keep' };
+    // a malformed block is one bad line; a whole, well-formed request (refused) is a query
+    return { answer: 'spawn_result', strike: kind === 'error' ? 'count' : 'reset' };
   }
   const d = decodeQuery(line);
-  if (!d.ok) return d.reply ?? 'error';
-  if (d.query.cmd === 'abort') return 'none';
-  if (d.query.cmd === 'barrier_in') return 'barrier';
-  return replyNameOf(d.query.cmd) ?? 'error';
+  if (!d.ok) {
+    if (d.cmd === 'abort' && bound) return { answer: 'none', strike: 'keep', abort: { exitCode: 1, reason: /: malformed abort request \(/ } };
+    return { answer: d.reply ?? 'error', strike: 'count' };
+  }
+  if (d.query.cmd === 'abort') {
+    const code = d.query.exitcode ?? 1;
+    return { answer: 'none', strike: 'reset', ...(bound ? { abort: { exitCode: code & 255, reason: new RegExp(`called abort with exit code ${code}`) } } : {}) };
+  }
+  if (d.query.cmd === 'barrier_in') return { answer: 'barrier', strike: 'reset' };
+  return { answer: replyNameOf(d.query.cmd) ?? 'error', strike: 'reset' };
+}
+
+/** An overlong line: a bad line answered in its command's reply — unless it is a rank's abort. */
+function expectedForOverlong(prefix: string, bound: boolean): Expectation {
+  const cmd = /^cmd=([^ \t]+)/.exec(prefix)?.[1] ?? '';
+  if (cmd === 'abort' && bound) return { answer: 'none', strike: 'keep', abort: { exitCode: 1, reason: /: malformed abort request \(a \d+-byte line\)$/ } };
+  return { answer: replyNameOf(cmd) ?? 'error', strike: 'count' };
 }
 
 /** Reply units: initack's `cmd=set` trailer lines belong to the initack line before them. */
@@ -227,8 +302,9 @@ const stats = new Map<string, number>();
 function run(size: number, setups: readonly Setup[], steps: readonly Step[]): void {
   const h = new EngineHarness({ size });
   const conns = setups.map((s, i) => (s.startsWith('fd') ? h.fd(i % size) : h.tcp()));
-  const spawn = conns.map(() => new SpawnAssembler(h.engine.limits.maxSpawnLines));
+  const spawn = conns.map(() => new SpawnModel(h.engine.limits.maxSpawnLines));
   const pending = conns.map(() => 0);
+  const strikes = conns.map(() => 0);
   const gone = conns.map(() => false);
 
   for (const [n, step] of steps.entries()) {
@@ -238,18 +314,20 @@ function run(size: number, setups: readonly Setup[], steps: readonly Step[]): vo
     const ignored = gone[step.conn] || c.closed || h.finished !== null;
     const eventsBefore = h.events.length;
 
-    let expected = 'none';
+    const bound = h.engine.rankOf(c.id) !== undefined;
+    let exp: Expectation = { answer: 'none', strike: 'keep' };
     if (step.kind === 'disconnect') {
       if (!gone[step.conn]) h.apply(h.engine.disconnect(c.id));
       gone[step.conn] = true;
       pending[step.conn] = 0;
     } else if (step.kind === 'overlong') {
-      if (!ignored) expected = replyNameOf(/^cmd=([^ \t]+)/.exec(step.prefix)?.[1] ?? '') ?? 'error';
+      if (!ignored) exp = expectedForOverlong(step.prefix, bound);
       h.apply(h.engine.receive(c.id, { kind: 'overlong', prefix: step.prefix, length: step.length }));
     } else {
-      if (!ignored) expected = expectedFor(step.line, spawn[step.conn] as SpawnAssembler);
+      if (!ignored) exp = expectedFor(step.line, spawn[step.conn] as SpawnModel, bound);
       h.apply(h.engine.receive(c.id, { kind: 'line', line: step.line }));
     }
+    const expected = exp.answer;
 
     const got = conns.map((d) => units(d.take()));
     for (const l of got.flat()) {
@@ -263,6 +341,26 @@ function run(size: number, setups: readonly Setup[], steps: readonly Step[]): vo
       if (got.some((g) => g.length > 0)) throw new Error(`${where}: answered although ignored: ${JSON.stringify(got)}`);
       continue;
     }
+    // the job's end: only by a rank's abort (well-formed or not) or by a rank lost
+    if (exp.abort) {
+      const rank = h.engine.rankOf(c.id);
+      if (!h.finished || h.finished.ok || h.finished.exitCode !== exp.abort.exitCode || h.finished.rank !== rank || !exp.abort.reason.test(h.finished.reason)) {
+        throw new Error(`${where}: expected the job to end with exit code ${exp.abort.exitCode} (${exp.abort.reason}), got ${JSON.stringify(h.finished)}`);
+      }
+    } else if (h.finished !== null && !h.finished.ok) {
+      throw new Error(`${where}: the job failed without an abort: ${JSON.stringify(h.finished)}`); // (all ranks finalizing may end it ok)
+    }
+    // bad lines in a row: only undecodable ones count, any well-formed query resets the count
+    const before = strikes[step.conn] ?? 0;
+    if (exp.strike === 'count') strikes[step.conn] = before + 1;
+    else if (exp.strike === 'reset') strikes[step.conn] = 0;
+    const struckOut = (strikes[step.conn] ?? 0) >= DEFAULT_MAX_STRIKES;
+    const closedForBadLines = c.closed && /bad lines in a row/.test(c.closeReason ?? '');
+    if (struckOut !== closedForBadLines) {
+      throw new Error(`${where}: model counts ${strikes[step.conn]} bad line(s) in a row (${before} before), engine ${c.closed ? `closed: ${c.closeReason}` : 'kept the connection open'}`);
+    }
+    if (struckOut && !c.closeReason?.startsWith(`${DEFAULT_MAX_STRIKES} bad lines in a row (last: `)) throw new Error(`${where}: close reason ${c.closeReason}`);
+
     const mine = got[step.conn] ?? [];
     if (expected === 'none') {
       if (mine.length !== 0) throw new Error(`${where}: expected no answer, got ${JSON.stringify(mine)}`);

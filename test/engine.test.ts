@@ -237,6 +237,7 @@ t.test('limits and codes', async (t) => {
 
   t.same(c.send('cmd=put kvsname=kvs_pmibridge_0 value=x'), ['cmd=put_result rc=4 msg=missing_key'], 'missing key → 4');
   t.same(c.send('cmd=put kvsname=kvs_pmibridge_0 key=a'), ['cmd=put_result rc=6 msg=missing_value'], 'missing value → 6');
+  t.same(c.send('cmd=put kvsname=kvs_pmibridge_0 key=empty value='), ['cmd=put_result rc=6 msg=empty_value'], 'empty value → 6 (MPICH >= 4.1 cannot read back value=)');
   t.same(c.send('cmd=get kvsname=kvs_pmibridge_0'), ['cmd=get_result rc=4 msg=missing_key'], 'get without key → 4');
   t.same(c.send('cmd=get kvsname=kvs_pmibridge_0 key=no_such_key'), ['cmd=get_result rc=4 msg=key_no_such_key_not_found'], 'unknown key → 4');
   t.same(c.send('cmd=put kvsname=kvs_pmibridge_0 key=sp value=a b'), ['cmd=put_result rc=6 msg=value_contains_a_space'], 'value with a space → 6');
@@ -250,7 +251,22 @@ t.test('limits and codes', async (t) => {
   t.same(c.send(`cmd=get kvsname=kvs_pmibridge_0 key=${key(keylenMax - 1)}`), ['cmd=get_result rc=0 value=x']);
   t.same(c.send('cmd=get key=sp'), ['cmd=get_result rc=4 msg=key_sp_not_found'], 'refused puts stored nothing');
   t.same(c.send('cmd=get key=cr'), ['cmd=get_result rc=4 msg=key_cr_not_found']);
+  t.same(c.send('cmd=get key=empty'), ['cmd=get_result rc=4 msg=key_empty_not_found']);
   t.notOk(c.closed, 'refused puts are not garbage');
+});
+
+t.test('an empty value is refused with rc=6 (MPICH >= 4.1 cannot read value= back)', async (t) => {
+  const h = new EngineHarness({ size: 1 });
+  const [c] = h.initAll();
+  if (!c) return;
+  t.same(c.send('cmd=put kvsname=kvs_pmibridge_0 key=k value='), ['cmd=put_result rc=6 msg=empty_value']);
+  t.same(c.send('cmd=put key=k value=   '), ['cmd=put_result rc=6 msg=empty_value'], 'trailing blanks only: still empty');
+  t.same(h.eventsOf('put'), [], 'nothing stored');
+  t.same(c.send('cmd=put key=j value=0'), ['cmd=put_result rc=0'], 'a one-byte value is fine');
+  h.barrier([c]);
+  t.same(c.send('cmd=get key=k'), ['cmd=get_result rc=4 msg=key_k_not_found'], 'the refused key stays unset');
+  t.same(c.send('cmd=get key=j'), ['cmd=get_result rc=0 value=0']);
+  t.notOk(c.closed);
 });
 
 t.test('__proto__ and friends are ordinary KVS keys', async (t) => {
@@ -472,8 +488,55 @@ t.test('a spawn block is answered once, after its last segment, with rc=-1', asy
   t.same(answers.at(-1), ['cmd=spawn_result rc=-1 msg=spawn_is_not_supported_by_pmibridge']);
   t.same(c.send('cmd=get_appnum'), ['cmd=appnum rc=0 appnum=0'], 'the connection goes on');
   t.same(c.send('mcmd=spawn'), [], 'a second block starts');
-  t.same(c.send('garbage-line'), ['cmd=spawn_result rc=-1 msg=malformed_spawn_request'], 'a malformed block is answered in spawn_result');
-  t.same(c.send('cmd=barrier_in'), ['cmd=barrier_out rc=0']);
+  t.same(c.send('garbage-line'), ['cmd=spawn_result rc=-1 msg=malformed_spawn_request'], 'a malformed block is answered in spawn_result, at once');
+  t.same(c.send('cmd=barrier_in'), [], 'the rest of the failed block is swallowed, even a line that looks like a query');
+  t.same(c.send('endcmd'), [], '… up to and including its endcmd');
+  t.same(c.send('cmd=barrier_in'), ['cmd=barrier_out rc=0'], 'after the endcmd lines are queries again');
+  t.equal(h.engine.barrierEpoch, 1, 'one barrier, not two');
+});
+
+t.test('a failed spawn block is answered once and swallowed up to its endcmd (as flux)', async (t) => {
+  const h = new EngineHarness({ size: 1 });
+  const [c] = h.initAll();
+  if (!c) return;
+  const lines = formatSpawn({ segments: [{ nprocs: 2, execname: './child', args: ['x'], preput: new Map(), info: new Map() }] }).slice(0, -1).split('\n');
+  // break the block at its second line; the client goes on writing the rest of it
+  const answers = ['mcmd=spawn', 'garbage-line', ...lines.slice(1)].map((l) => c.send(l));
+  t.same(answers[1], ['cmd=spawn_result rc=-1 msg=malformed_spawn_request'], 'answered once, at the bad line');
+  t.same([...answers.slice(0, 1), ...answers.slice(2)].flat(), [], 'nothing else for the whole block');
+  t.equal(h.eventsOf('protocol-error').filter((e) => e.code === 'E_BAD_SPAWN').length, 1, 'counted as one bad line');
+  t.same(c.send('cmd=get_appnum'), ['cmd=appnum rc=0 appnum=0'], 'the connection goes on after the endcmd');
+
+  // a block that fails at its first line (a stray mcmd=) does not swallow anything
+  t.same(c.send('mcmd=foo'), ['cmd=spawn_result rc=-1 msg=malformed_spawn_request']);
+  t.same(c.send('cmd=get_appnum'), ['cmd=appnum rc=0 appnum=0'], 'not swallowed');
+
+  // a segment that fails at its own endcmd has nothing left to swallow
+  for (const l of ['mcmd=spawn', 'execname=e', 'totspawns=1']) t.same(c.send(l), []);
+  t.same(c.send('endcmd'), ['cmd=spawn_result rc=-1 msg=malformed_spawn_request'], 'a segment without nprocs');
+  t.same(c.send('cmd=get_appnum'), ['cmd=appnum rc=0 appnum=0'], 'the next query is answered, not swallowed');
+  t.notOk(c.closed);
+});
+
+t.test('a failed spawn block without endcmd is answered again after maxSpawnLines lines', async (t) => {
+  const h = new EngineHarness({ size: 1, limits: { maxSpawnLines: 4 } });
+  const [c] = h.initAll();
+  if (!c) return;
+  t.same(c.send('mcmd=spawn'), []);
+  t.same(c.send('nprocs=1'), []);
+  t.same(c.send('=oops'), ['cmd=spawn_result rc=-1 msg=malformed_spawn_request']);
+  for (let i = 1; i <= 4; i++) t.same(c.send(`cmd=get_appnum`), [], `swallowed line ${i} of 4`);
+  t.same(c.send('cmd=get_appnum'), ['cmd=spawn_result rc=-1 msg=malformed_spawn_request'], 'no endcmd within 4 lines: answered once more');
+  t.match(h.eventsOf('protocol-error').at(-1), { code: 'E_BAD_SPAWN', message: /no endcmd within 4 lines/ });
+  t.same(c.send('cmd=get_appnum'), ['cmd=appnum rc=0 appnum=0'], 'and lines are queries again');
+
+  // cut at the line limit inside a segment: the rest of the segment is swallowed too
+  const block = formatSpawn({ segments: [{ nprocs: 1, execname: 'e', args: [], preput: new Map(), info: new Map() }] }).slice(0, -1).split('\n');
+  const answers = block.map((l) => c.send(l));
+  t.same(answers[4], ['cmd=spawn_result rc=-1 msg=malformed_spawn_request'], 'the 5th line of a 4-line limit');
+  t.same([...answers.slice(0, 4), ...answers.slice(5)].flat(), [], 'answered once for the whole block');
+  t.same(c.send('cmd=get_appnum'), ['cmd=appnum rc=0 appnum=0']);
+  t.notOk(c.closed);
 });
 
 // ---- bad input ------------------------------------------------------------------------------------------------
@@ -489,8 +552,8 @@ t.test('an overlong line is answered in its own reply with rc=8', async (t) => {
   t.match(tcp.overlong('cmd=initack pmiid=00000000', 3000), [/^cmd=initack rc=8 /]);
   t.match(r0.overlong('cmd=bogus xxxxxx', 3000), [/^cmd=error rc=8 /], 'an unknown command: cmd=error');
   t.match(r0.overlong('xxxxxxxxxxxxxx', 3000), [/^cmd=error rc=8 /]);
-  t.match(r0.overlong('cmd=abort exitcode=1 message=xxxx', 3000), [/^cmd=error rc=8 /], 'a too long abort does not end the job');
-  t.equal(h.finished, null);
+  t.match(tcp.overlong('cmd=abort exitcode=1 message=xxxx', 3000), [/^cmd=error rc=8 /], 'a too long abort from a connection that is no rank: a bad line');
+  t.equal(h.finished, null, '… which cannot end the job');
   t.same(r0.send('cmd=get_maxes'), ['cmd=maxes rc=0 kvsname_max=256 keylen_max=64 vallen_max=1024'], 'the connection goes on');
 
   // end to end through a framer sized like the engine
@@ -502,6 +565,35 @@ t.test('an overlong line is answered in its own reply with rc=8', async (t) => {
     got.push(...r0.take());
   }
   t.match(got, [/^cmd=put_result rc=8 msg=line_of_\d+_bytes_exceeds_limit_1408$/, 'cmd=appnum rc=0 appnum=0']);
+
+  // a rank whose abort is too long still gets its abort
+  t.same(r0.overlong('cmd=abort exitcode=1 message=xxxx', 3000), [], 'a too long abort from a rank: no reply');
+  t.match(h.finished, { ok: false, exitCode: 1, rank: 0, reason: /^rank 0 called abort with exit code 1: malformed abort request \(a 3000-byte line\)$/ });
+});
+
+t.test('a malformed abort from a rank still aborts the job (exit code 1); from a stranger it is a bad line', async (t) => {
+  const cases = ['cmd=abort exitcode=abc', 'cmd=abort exitcode=1.5 error_msg=oops', 'cmd=abort exit_code=', 'cmd=abort exitcode=99999999999999999'];
+  for (const line of cases) {
+    const h = new EngineHarness({ size: 2 });
+    const [r0, r1] = h.initAll();
+    if (!r0 || !r1) return;
+    r1.send('cmd=barrier_in');
+    t.same(r0.send(line), [], `${line}: no reply`);
+    t.match(h.finished, { ok: false, exitCode: 1, rank: 0, reason: /malformed abort request/ }, `${line}: the job ends with exit code 1`);
+    t.match(h.eventsOf('aborted'), [{ conn: r0.id, rank: 0, exitCode: 1, message: /^malformed abort request \(/ }]);
+    t.same(r1.take(), [], 'the waiting rank is not answered (the host kills it)');
+  }
+  const early = new EngineHarness({ size: 2 });
+  const bound = early.fd(1);
+  t.same(bound.send('cmd=abort exitcode=x'), [], 'a bound rank before init');
+  t.match(early.finished, { ok: false, exitCode: 1, rank: 1, reason: /malformed abort request/ });
+
+  const h = new EngineHarness({ size: 1 });
+  const stranger = h.tcp();
+  t.same(stranger.send('cmd=abort exitcode=abc'), ['cmd=error rc=3 msg=exitcode_is_not_an_integer'], 'an unbound connection: answered as a bad line');
+  t.equal(h.finished, null, '… and it cannot end the job');
+  t.match(h.eventsOf('protocol-error'), [{ conn: stranger.id }]);
+  t.notOk(stranger.closed);
 });
 
 t.test('garbage, blank, NUL, PMI-2 and unknown commands: cmd=error rc=-1 msg=…', async (t) => {
@@ -560,6 +652,69 @@ t.test('a good line resets the count of bad lines', async (t) => {
   t.notOk(d?.closed);
   d?.send('x');
   t.ok(d?.closed, 'maxStrikes is configurable');
+});
+
+t.test('well-formed but refused commands never count as bad lines, and reset the count', async (t) => {
+  const h = new EngineHarness({ size: 2 });
+  const unbound = h.tcp();
+  const bound = h.fd(1);
+  const refused = ['cmd=get_maxes', 'cmd=put kvsname=k key=a value=b', 'cmd=get key=a', 'cmd=barrier_in', 'cmd=finalize'];
+  for (let i = 0; i < 20; i++) {
+    const q = refused[i % refused.length] as string;
+    t.match(unbound.send(q), [/^cmd=\S+ rc=1 msg=send_initack_or_init_first$/], `unbound #${i + 1}: ${q}`);
+    t.match(bound.send(q), [/^cmd=\S+ rc=1 msg=init_required$/], `bound #${i + 1}: ${q}`);
+  }
+  t.notOk(unbound.closed, '20 refused commands before identifying: still open');
+  t.notOk(bound.closed, '20 refused commands before init: still open');
+  t.same(bound.send(INIT), [INIT_OK], 'init then works');
+  t.same(unbound.send(INIT), [INIT_OK], 'init without a handshake then works too');
+  t.equal(unbound.rank, 0);
+
+  // a refused query between bad lines resets the count: 7 bad, 1 refused, 7 bad is no close
+  const c = new EngineHarness({ size: 1 }).fd(0);
+  for (let i = 1; i < DEFAULT_MAX_STRIKES; i++) c.send('garbage');
+  t.same(c.send('cmd=get_appnum'), ['cmd=appnum rc=1 msg=init_required'], 'refused, not garbage');
+  for (let i = 1; i < DEFAULT_MAX_STRIKES; i++) c.send('garbage');
+  t.notOk(c.closed, 'the refused query reset the count');
+  t.same(c.send(INIT), [INIT_OK]);
+  const after: ReadonlyArray<readonly [string, string]> = [
+    ['cmd=init pmi_version=2 pmi_subversion=0', 'cmd=response_to_init rc=-1 msg=PMI-2_is_not_served_use_PMI-1'],
+    ['cmd=put key=PMI_x value=1', 'cmd=put_result rc=4 msg=keys_starting_with_PMI_are_reserved'],
+    ['cmd=put key=e value=', 'cmd=put_result rc=6 msg=empty_value'],
+    ['cmd=get key=nope', 'cmd=get_result rc=4 msg=key_nope_not_found'],
+    ['cmd=initack pmiid=0', 'cmd=initack rc=-1 msg=connection_is_already_rank_0'],
+  ];
+  for (const [q, answer] of after) {
+    for (let i = 1; i < DEFAULT_MAX_STRIKES; i++) c.send('');
+    t.same(c.send(q), [answer], `after init: ${q} is refused…`);
+    t.notOk(c.closed, '… and resets the count');
+  }
+  for (let i = 1; i < DEFAULT_MAX_STRIKES; i++) c.send('');
+  t.notOk(c.closed);
+  t.same(c.send('cmd=bogus'), ['cmd=error rc=-1 msg=unknown_command_bogus'], 'an unknown command is a bad line');
+  t.ok(c.closed, '8 bad lines in a row still close');
+  t.match(c.closeReason, /^8 bad lines in a row \(last: unknown command cmd=bogus\)$/);
+});
+
+t.test('a malformed spawn block is one bad line; a complete spawn request resets the count', async (t) => {
+  const h = new EngineHarness({ size: 1 });
+  const [c] = h.initAll();
+  if (!c) return;
+  const block = formatSpawn({ segments: [{ nprocs: 1, execname: 'e', args: [], preput: new Map(), info: new Map() }] }).slice(0, -1).split('\n');
+  for (let i = 1; i < DEFAULT_MAX_STRIKES; i++) c.send('garbage');
+  t.same(block.map((l) => c.send(l)).flat(), ['cmd=spawn_result rc=-1 msg=spawn_is_not_supported_by_pmibridge'], 'a whole, well-formed spawn request: refused…');
+  for (let i = 1; i < DEFAULT_MAX_STRIKES; i++) c.send('garbage');
+  t.notOk(c.closed, '… and it reset the count');
+
+  const d = new EngineHarness({ size: 1 }).initAll()[0];
+  if (!d) return;
+  for (let i = 1; i < DEFAULT_MAX_STRIKES - 1; i++) d.send('garbage');
+  d.send('mcmd=spawn');
+  t.same(d.send('garbage'), ['cmd=spawn_result rc=-1 msg=malformed_spawn_request'], 'the 7th bad line');
+  for (const l of ['x', 'y', 'z', 'endcmd']) t.same(d.send(l), [], `swallowed ${l}`);
+  t.notOk(d.closed, 'swallowed lines are not counted');
+  t.same(d.send('garbage'), ['cmd=error rc=-1 msg=not_a_PMI-1_line_expected_cmd='], 'the 8th');
+  t.ok(d.closed);
 });
 
 t.test('a rank closed for garbage after init fails the job when the host reports the EOF', async (t) => {

@@ -1,6 +1,6 @@
 /**
  * The multi-line `mcmd=spawn … endcmd` request: MPICH >= 4.1 one-attribute-per-line blocks, legacy
- * multi-pair lines, multi-segment requests, malformed blocks and the line limit.
+ * multi-pair lines, multi-segment requests, malformed blocks (swallowed up to their endcmd) and the line limit.
  */
 import t from 'tap';
 import { SpawnAssembler, formatSpawn, type SpawnRequest, type SpawnStep } from '../src/protocol/index.js';
@@ -110,29 +110,58 @@ t.test('segments out of order still end at the segment whose spawnssofar reaches
   t.equal(last?.kind === 'done' && last.request.segments.length, 3);
 });
 
-t.test('malformed blocks are errors, and the assembler starts afresh after one', async (t) => {
+t.test('malformed blocks are errors; a block that fails inside a segment is swallowed up to its endcmd', async (t) => {
   const good = ['mcmd=spawn', 'nprocs=1', 'execname=e', 'totspawns=1', 'spawnssofar=1', 'endcmd'];
-  const cases: ReadonlyArray<readonly [string, readonly string[], RegExp]> = [
-    ['does not start with mcmd=spawn', ['nprocs=1'], /must start with mcmd=spawn/],
-    ['another mcmd', ['mcmd=spawnx'], /must start with mcmd=spawn/],
-    ['a line without =', ['mcmd=spawn', 'garbage'], /without key=value/],
-    ['a line starting with =', ['mcmd=spawn', '=x'], /without key=value/],
-    ['mcmd= inside a segment', ['mcmd=spawn', 'nprocs=1', 'mcmd=spawn'], /inside an unfinished spawn segment/],
-    ['no nprocs', ['mcmd=spawn', 'execname=e', 'totspawns=1', 'spawnssofar=1', 'endcmd'], /lacks nprocs/],
-    ['no execname', ['mcmd=spawn', 'nprocs=1', 'totspawns=1', 'spawnssofar=1', 'endcmd'], /lacks/],
-    ['nprocs not a number', ['mcmd=spawn', 'nprocs=two', 'execname=e', 'totspawns=1', 'spawnssofar=1', 'endcmd'], /lacks/],
-    ['no totspawns', ['mcmd=spawn', 'nprocs=1', 'execname=e', 'spawnssofar=1', 'endcmd'], /lacks/],
+  // skip: the failure came inside an open segment, so the rest of it (up to endcmd) is swallowed (as flux does).
+  // A failure at the first line, or at the segment's own endcmd, leaves nothing to swallow.
+  const cases: ReadonlyArray<readonly [string, readonly string[], RegExp, boolean]> = [
+    ['does not start with mcmd=spawn', ['nprocs=1'], /must start with mcmd=spawn/, false],
+    ['another mcmd', ['mcmd=spawnx'], /must start with mcmd=spawn/, false],
+    ['a line without =', ['mcmd=spawn', 'garbage'], /without key=value/, true],
+    ['a line starting with =', ['mcmd=spawn', '=x'], /without key=value/, true],
+    ['mcmd= inside a segment', ['mcmd=spawn', 'nprocs=1', 'mcmd=spawn'], /inside an unfinished spawn segment/, true],
+    ['no nprocs', ['mcmd=spawn', 'execname=e', 'totspawns=1', 'spawnssofar=1', 'endcmd'], /lacks nprocs/, false],
+    ['no execname', ['mcmd=spawn', 'nprocs=1', 'totspawns=1', 'spawnssofar=1', 'endcmd'], /lacks/, false],
+    ['nprocs not a number', ['mcmd=spawn', 'nprocs=two', 'execname=e', 'totspawns=1', 'spawnssofar=1', 'endcmd'], /lacks/, false],
+    ['no totspawns', ['mcmd=spawn', 'nprocs=1', 'execname=e', 'spawnssofar=1', 'endcmd'], /lacks/, false],
   ];
-  for (const [what, lines, why] of cases) {
+  for (const [what, lines, why, skip] of cases) {
     const a = new SpawnAssembler(1024);
     const steps = feed(a, lines);
     const last = steps.at(-1);
     t.equal(last?.kind, 'error', what);
     if (last?.kind === 'error') t.match(last.detail, why, `${what}: ${last.detail}`);
     t.ok(steps.slice(0, -1).every((s) => s.kind === 'more'), `${what}: no earlier result`);
-    t.equal(a.active, false, `${what}: reset`);
+    t.equal(a.active, skip, skip ? `${what}: swallowing the rest of the block` : `${what}: reset`);
+    if (skip) {
+      const rest = feed(a, ['totspawns=1', 'garbage again', 'mcmd=spawn', '  endcmd  ']);
+      t.same(rest.map((s) => s.kind), ['more', 'more', 'more', 'more'], `${what}: the rest of the block, up to and including endcmd, gets no result`);
+      t.equal(a.active, false, `${what}: reset after the endcmd`);
+    }
     t.equal(feed(a, good).at(-1)?.kind, 'done', `${what}: a good block afterwards works`);
+    t.equal(a.active, false, `${what}: idle after the good block`);
   }
+});
+
+t.test('a failed block whose endcmd never comes is answered once more after maxLines lines', async (t) => {
+  const a = new SpawnAssembler(4);
+  t.equal(feed(a, ['mcmd=spawn', 'garbage']).at(-1)?.kind, 'error');
+  const swallowed = feed(a, ['a=1', 'b=2', 'c=3', 'd=4']);
+  t.same(swallowed.map((s) => s.kind), ['more', 'more', 'more', 'more'], 'maxLines lines are swallowed');
+  t.equal(a.active, true);
+  const next = a.push('e=5');
+  t.equal(next.kind, 'error', 'the next one is answered');
+  if (next.kind === 'error') t.match(next.detail, /no endcmd within 4 lines of a failed spawn request/);
+  t.equal(a.active, false, 'and swallowing stops');
+  t.equal(feed(a, ['mcmd=spawn', 'nprocs=1', 'execname=e', 'totspawns=1']).at(-1)?.kind, 'more', 'a new block starts afresh');
+});
+
+t.test('swallowed lines do not count against the next block', async (t) => {
+  const block = ['mcmd=spawn', 'nprocs=1', 'execname=e', 'totspawns=1', 'spawnssofar=1', 'endcmd']; // 6 lines
+  const a = new SpawnAssembler(6);
+  t.equal(feed(a, ['mcmd=spawn', 'garbage']).at(-1)?.kind, 'error');
+  t.same(feed(a, ['x=1', 'x=2', 'x=3', 'x=4', 'endcmd']).map((s) => s.kind), Array(5).fill('more'), 'swallowed to endcmd');
+  t.same(feed(a, block).map((s) => s.kind), ['more', 'more', 'more', 'more', 'more', 'done'], 'a block of exactly maxLines lines still fits');
 });
 
 t.test('missing optional parts default sensibly', async (t) => {
@@ -152,10 +181,20 @@ t.test('line limit', async (t) => {
   t.equal(errAt, 5, 'the 6th line of a 5-line limit is refused');
   const err = steps[errAt];
   if (err?.kind === 'error') t.match(err.detail, /longer than 5 lines/);
-  t.equal(small.active, false);
+  t.equal(small.active, false, 'the refused line was the endcmd: nothing left to swallow');
+  t.equal(feed(small, block.slice(0, 5)).at(-1)?.kind, 'more', 'the next block is read afresh');
+
+  const smaller = new SpawnAssembler(4);
+  const cut = feed(smaller, block);
+  t.same(cut.map((s) => s.kind), ['more', 'more', 'more', 'more', 'error', 'more'], 'cut inside the segment: its endcmd is swallowed');
+  t.equal(smaller.active, false);
 
   const flood = new SpawnAssembler(1024);
   const many = ['mcmd=spawn', ...Array.from({ length: 5000 }, (_, i) => `arg${i + 1}=x`)];
   const floodSteps = feed(flood, many);
-  t.equal(floodSteps.findIndex((s) => s.kind === 'error'), 1024, 'a runaway block is cut at the limit');
+  const errors = floodSteps.flatMap((s, i) => (s.kind === 'error' ? [i] : []));
+  t.equal(errors[0], 1024, 'a runaway block is cut at the limit');
+  t.equal(errors[1], 1024 + 1 + 1024, '… swallowed for another 1024 lines, then answered once more');
+  t.ok(floodSteps.slice(1025, 2049).every((s) => s.kind === 'more'), 'nothing answered while swallowing');
+  t.ok(floodSteps.slice(2050).every((s) => s.kind === 'error'), 'afterwards each stray line is no spawn block (the engine reads them as lines)');
 });
