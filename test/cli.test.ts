@@ -1,8 +1,8 @@
 // The command line as users meet it: help, usage errors, exit codes, --attach.
-import t, { type Test } from 'tap';
-import { statSync } from 'node:fs';
+import t from 'tap';
 import { runCli, runCommand, startCli, exitOf, waitForLine } from './fixtures/cli.js';
-import { mpichMissing, mpiProgram } from './fixtures/mpich.js';
+import { mpichMissing } from './fixtures/mpich.js';
+import { attachJob, has } from './fixtures/attach.js';
 
 t.test('--help on every command and subcommand', async (t) => {
   for (const args of [['--help'], ['run', '--help'], ['serve', '--help'], ['pmi', '--help'], ...['info', 'put', 'get', 'barrier', 'exchange'].map((s) => ['pmi', s, '--help'])]) {
@@ -83,60 +83,15 @@ t.test('pmi put / get / barrier pair up within one job', async (t) => {
 
 const mpichSkip = mpichMissing() ?? false;
 
-/** Parse the `env A=1 B=2 prog` line --attach prints. */
-function attachEnv(stderr: string): Record<string, string> {
-  const line = stderr.split('\n').find((l) => /^ {2}env PMI_PORT=/.test(l));
-  if (!line) throw new Error(`no env line in: ${stderr}`);
-  return Object.fromEntries([...line.matchAll(/(PMI_\w+)=(\S+)/g)].map((m) => [m[1] as string, m[2] as string]));
-}
-
-async function attachJob(t: Test, wrap: (prog: string) => string[]): Promise<void> {
-  const prog = mpiProgram('hello');
-  const job = startCli(['run', '-n', '3', '--attach', '1', prog]);
-  let stderr = '';
-  let stdout = '';
-  job.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
-  job.stdout?.on('data', (d: Buffer) => (stdout += d.toString()));
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no attach instructions: ${stderr}`)), 15_000);
-    const poll = setInterval(() => {
-      if (/waiting for rank 1/.test(stderr)) {
-        clearInterval(poll);
-        clearTimeout(timer);
-        resolve();
-      }
-    }, 20);
-  });
-  const env = attachEnv(stderr);
-  t.equal(env['PMI_ID'], '1');
-  t.match(env['PMI_PORT'], /^127\.0\.0\.1:\d+$/, 'PMI_PORT, never PMI_FD, for a hand-started rank');
-  t.notOk('PMI_FD' in env);
-  const [cmd, ...args] = wrap(prog);
-  const rank1 = await runCommand(cmd as string, args, { env: { ...process.env, ...env }, timeoutMs: 90_000 });
-  t.match(rank1.stdout, /hello rank=1 size=3 .* OK/, 'the attached rank ran as rank 1 of 3');
-  const status = await exitOf(job, 90_000);
-  t.equal(status.code, 0, `the job completed (stderr: ${stderr})`);
-  t.equal(stdout.match(/ OK$/gm)?.length, 2, 'the two launched ranks completed');
-}
-
 t.test('--attach 1: rank 1 started by hand with the printed environment', { skip: mpichSkip }, async (t) => {
-  await attachJob(t, (prog) => [prog]);
+  await attachJob(t, [], (prog) => [prog]);
 });
 
 t.test('--attach 1: rank 1 started under gdb', { skip: mpichSkip || (has('gdb') ? false : 'gdb not installed') }, async (t) => {
-  await attachJob(t, (prog) => ['gdb', '-batch', '-ex', 'run', '--args', prog]);
+  await attachJob(t, [], (prog) => ['gdb', '-batch', '-ex', 'run', '--args', prog]);
 });
 
 t.test('--attach 1: rank 1 started under lldb (which closes inherited fds)', { skip: mpichSkip || (has('lldb') ? false : 'lldb not installed') }, async (t) => {
-  await attachJob(t, (prog) => ['lldb', '--batch', '-o', 'run', '--', prog]);
+  await attachJob(t, [], (prog) => ['lldb', '--batch', '-o', 'run', '--', prog]);
 });
 
-function has(cmd: string): boolean {
-  return (process.env['PATH'] ?? '').split(':').some((d) => {
-    try {
-      return statSync(`${d}/${cmd}`).isFile();
-    } catch {
-      return false;
-    }
-  });
-}

@@ -3,8 +3,8 @@ import t from 'tap';
 import { mkdtempSync, chmodSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { exitOf, runCli, runCommand, startCli, waitForLine } from './fixtures/cli.js';
-import { OTHER_USER, otherUid, otherUserMissing } from './fixtures/other-user.js';
+import { exitOf, runCli, startCli, waitForLine } from './fixtures/cli.js';
+import { asOther, otherUid, otherUserMissing } from './fixtures/other-user.js';
 
 t.test('run --pmi unix -n 4 -- pmibridge pmi exchange', async (t) => {
   const r = await runCli(['run', '--pmi', 'unix', '-n', '4', '--', 'pmibridge', 'pmi', 'exchange', '--count', '3'], { timeoutMs: 60_000 });
@@ -20,15 +20,6 @@ t.test('the private socket directory is mode 0700 and removed afterwards', async
   t.equal(mode, '700');
   t.throws(() => statSync(String(port).slice('unix://'.length)), 'socket gone after the job');
 });
-
-// A raw client run as another uid: sends `payload`, prints everything it read once the server closes.
-const probe = (payload: string) =>
-  `const a=process.argv[1];const s=/^\\d+$/.test(a)?require('net').connect(+a,'127.0.0.1'):require('net').connect(a);let b='';s.on('data',d=>b+=d);s.on('error',e=>console.log('error',e.code));` +
-  `s.on('close',()=>console.log(JSON.stringify(b)));s.write(${JSON.stringify(payload)});`;
-// `env -i`: tap injects NODE_OPTIONS into every child, which would make node write into .tap/ as
-// the other user (EACCES); the probe needs nothing from the environment.
-const asOther = (payload: string, sock: string) =>
-  runCommand('runuser', ['-u', OTHER_USER, '--', 'env', '-i', process.execPath, '-e', probe(payload), sock], { timeoutMs: 15_000 });
 
 t.test('a client of another uid is refused and logged; the job goes on', { skip: otherUserMissing() ?? false }, async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'pmibridge-uid-'));

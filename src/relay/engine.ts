@@ -276,6 +276,18 @@ export class RelayEngine {
       else session.awaitingInitack.push(client.id);
       return;
     }
+    // Answers the session already has never wait: a reconnected client re-running its start-up
+    // must not queue behind the request that was in flight when its predecessor went away.
+    const cached = INVARIANT.has(cmd) ? session.invariant.get(line) : undefined;
+    if (cached !== undefined) {
+      out.push(event({ type: 'answered-locally', session: session.id, cmd }));
+      return this.sendClient(client, cached, out);
+    }
+    const put = cmd === 'put' && tokens ? ([tokens.attrs.get('key') ?? '', tokens.attrs.get('value') ?? ''] as const) : undefined;
+    if (put && session.ackedPuts.get(put[0]) === put[1]) {
+      out.push(event({ type: 'answered-locally', session: session.id, cmd: 'put (identical to one already acknowledged)' }));
+      return this.sendClient(client, 'cmd=put_result rc=0\n', out);
+    }
     if (session.state === 'opening' || session.inflight) {
       if (session.inflight && session.inflight.client === null && session.inflight.line === line) {
         // The request that was in flight when the old connection went away, sent again: its
@@ -295,16 +307,6 @@ export class RelayEngine {
         return this.deliver(session, client, cmd, kept.reply, out);
       }
       out.push(event({ type: 'protocol-error', session: session.id, message: `dropped the reply kept for ${preview(kept.line)}: the reconnected client asked ${preview(line)} instead` }));
-    }
-    const cached = session.invariant.get(line);
-    if (cached !== undefined && INVARIANT.has(cmd)) {
-      out.push(event({ type: 'answered-locally', session: session.id, cmd }));
-      return this.sendClient(client, cached, out);
-    }
-    const put = cmd === 'put' && tokens ? ([tokens.attrs.get('key') ?? '', tokens.attrs.get('value') ?? ''] as const) : undefined;
-    if (put && session.ackedPuts.get(put[0]) === put[1]) {
-      out.push(event({ type: 'answered-locally', session: session.id, cmd: 'put (identical to one already acknowledged)' }));
-      return this.sendClient(client, 'cmd=put_result rc=0\n', out);
     }
     this.forward(session, client.id, cmd, line, put, out);
   }
