@@ -18,6 +18,7 @@ import { parseDuration, RELAY_OPTIONS, resolveUpstream } from './relay-options.j
 import { ObserverBus } from '../host/bus.js';
 import { RelayHost } from '../host/relay-host.js';
 import { rankEnv } from '../launcher/rank-env.js';
+import { signalChild } from '../util/signal-child.js';
 
 export const spec: CommandSpec = {
   name: 'wrap',
@@ -62,7 +63,7 @@ export async function main(argv: string[]): Promise<number> {
       env: { ...env, PMI_PORT: reconnect.pmiPort, PMI_ID: String(session) },
     });
     host.attachClient(child.stdio[3] as Socket, { transport: 'fd', pmiid: session, peer: `pid ${child.pid ?? '?'}` });
-    const forward = (sig: NodeJS.Signals) => child.kill(sig);
+    const forward = (sig: NodeJS.Signals) => signalChild(child, sig);
     process.on('SIGINT', forward);
     process.on('SIGTERM', forward);
     const code = await new Promise<number>((resolve) => {

@@ -19,6 +19,7 @@ import { RelayHost } from '../host/relay-host.js';
 import type { ObserverBus } from '../host/bus.js';
 import type { JobStatus } from '../server/types.js';
 import { shellQuote } from '../util/shell-quote.js';
+import { signalChild } from '../util/signal-child.js';
 import { labelStream } from './output-labeler.js';
 import { rankEnv, rankVars, type RankConnection } from './rank-env.js';
 
@@ -90,10 +91,10 @@ export async function launch(opts: LaunchOptions): Promise<LaunchResult> {
 
   const killOthers = () => {
     const victims = ranks.filter((r) => r.alive);
-    for (const r of victims) r.child.kill('SIGTERM');
+    for (const r of victims) signalRank(r, 'SIGTERM');
     if (victims.length) {
       setTimeout(() => {
-        for (const r of victims) if (r.alive) r.child.kill('SIGKILL');
+        for (const r of victims) if (r.alive) signalRank(r, 'SIGKILL');
       }, killGrace).unref();
     }
   };
@@ -131,6 +132,7 @@ export async function launch(opts: LaunchOptions): Promise<LaunchResult> {
     const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
       child.once('exit', (code, signal) => resolve({ code, signal }));
       child.once('error', (err: NodeJS.ErrnoException) => {
+        rp.alive = false; // never started: there is nothing to signal (see signalRank)
         const why = err.code === 'ENOENT' ? 'not found' : err.code === 'EACCES' ? 'not executable' : err.message;
         failJob({ ok: false, exitCode: 127, reason: `cannot start ${prog}: ${why}`, rank });
         resolve({ code: 127, signal: null });
@@ -157,10 +159,10 @@ export async function launch(opts: LaunchOptions): Promise<LaunchResult> {
 
   const onSignal = (sig: NodeJS.Signals) => {
     if (failure) {
-      for (const r of ranks) if (r.alive) r.child.kill('SIGKILL'); // second signal: no more grace
+      for (const r of ranks) if (r.alive) signalRank(r, 'SIGKILL'); // second signal: no more grace
       return;
     }
-    for (const r of ranks) if (r.alive) r.child.kill(sig);
+    for (const r of ranks) if (r.alive) signalRank(r, sig);
     failJob({ ok: false, exitCode: 128 + (osConstants.signals[sig] ?? 1), reason: `interrupted by ${sig}; sent it to the ranks` });
   };
   const sigint = () => onSignal('SIGINT');
@@ -186,6 +188,10 @@ export async function launch(opts: LaunchOptions): Promise<LaunchResult> {
     await relay?.close();
     await server.close();
   }
+}
+
+function signalRank(r: RankProcess, sig: NodeJS.Signals): void {
+  signalChild(r.child, sig);
 }
 
 function delay(ms: number): Promise<void> {

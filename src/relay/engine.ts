@@ -422,7 +422,10 @@ export class RelayEngine {
     };
     if (step === 0) {
       const rc = int('rc') ?? 0;
-      if (rc !== 0) return this.failHandshake(session, `upstream refused PMI_ID ${session.upstreamId}: ${tokens.attrs.get('msg') ?? `rc=${rc}`}`, out);
+      if (rc !== 0) {
+        const why = tokens.attrs.get('msg') ?? `rc_${rc}`;
+        return this.failHandshake(session, `upstream refused PMI_ID ${session.upstreamId}: ${why}`, out, why);
+      }
       session.identity = { rank: int('rank') ?? -1, size: int('size') ?? -1, appnum: int('appnum') ?? 0, debug: int('debug') ?? 0 };
     } else {
       const key = ['size', 'rank', 'debug'][step - 1] as 'size' | 'rank' | 'debug';
@@ -434,11 +437,11 @@ export class RelayEngine {
     if (session.handshakeLines === 0) this.ready(session, out);
   }
 
-  private failHandshake(session: Session, message: string, out: RelayAction[]): void {
+  private failHandshake(session: Session, message: string, out: RelayAction[], upstreamMsg = 'upstream_refused_the_handshake'): void {
     out.push(event({ type: 'protocol-error', session: session.id, message }));
     for (const cid of session.awaitingInitack) {
       const c = this.clients.get(cid);
-      if (c) this.sendClient(c, `cmd=initack rc=-1 msg=${wireMsg('upstream_refused_the_handshake')}\n`, out);
+      if (c) this.sendClient(c, `cmd=initack rc=-1 msg=${wireMsg(upstreamMsg)}\n`, out);
     }
     if (session.client !== null) {
       const c = this.clients.get(session.client);
