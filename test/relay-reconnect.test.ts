@@ -46,19 +46,39 @@ async function job(size: number, hold: string) {
   return { server, serverLogs, relay, relayLogs, exchange, startExchange };
 }
 
-for (const how of ['killed with SIGKILL', 'left half-open (stopped, connection still up)'] as const) {
-  t.test(`a rank ${how} in a barrier is replaced by a new process with its PMI_ID`, async (t) => {
+const cases = [
+  // The replacement arrives while the barrier is still open: it joins the barrier_in in flight.
+  { how: 'killed with SIGKILL', replacementFirst: true, replay: /session 0: barrier_in \(waiting for the reply already asked for\)/, takeover: /session 0 taken over by client \d+ \(it was held\)/ },
+  // The old connection stays up (the process is stopped), as a CRIU restore leaves it.
+  { how: 'left half-open (stopped, connection still up)', replacementFirst: true, replay: /session 0: barrier_in \(waiting for the reply already asked for\)/, takeover: /session 0 taken over by client \d+ \(closed the older connection \d+\)/ },
+  // The barrier completes while rank 0 is away: its barrier_out is kept and handed over once.
+  { how: 'killed with SIGKILL, barrier completing while it is away', replacementFirst: false, replay: /session 0: barrier_in \(reply kept while disconnected\)/, takeover: /session 0 taken over by client \d+ \(it was held\)/ },
+] as const;
+
+for (const c of cases) {
+  t.test(`a rank ${c.how} in a barrier is replaced by a new process with its PMI_ID`, async (t) => {
     const j = await job(3, '30s');
     const first = j.startExchange(0);
     await until('rank 0 in the barrier', () => /barrier 0: 1\/3 ranks in/.test(j.serverLogs.stderr));
-    if (how === 'killed with SIGKILL') {
-      first.kill('SIGKILL');
-      await until('the relay to hold session 0', () => /session 0 held/.test(j.relayLogs.stderr));
-    } else {
+    if (c.how.startsWith('left half-open')) {
       first.kill('SIGSTOP');
       t.teardown(() => first.kill('SIGKILL'));
+    } else {
+      first.kill('SIGKILL');
+      await until('the relay to hold session 0', () => /session 0 held/.test(j.relayLogs.stderr));
     }
-    const results = await Promise.all([j.exchange(0), j.exchange(1), j.exchange(2)]);
+    let rank0: Promise<Awaited<ReturnType<typeof j.exchange>>>;
+    let others: Array<Promise<Awaited<ReturnType<typeof j.exchange>>>>;
+    if (c.replacementFirst) {
+      rank0 = j.exchange(0);
+      await until('the replacement to re-send its barrier_in', () => c.replay.test(j.relayLogs.stderr));
+      others = [j.exchange(1), j.exchange(2)];
+    } else {
+      others = [j.exchange(1), j.exchange(2)];
+      await until('the first barrier to complete without rank 0 connected', () => /barrier 1 complete/.test(j.serverLogs.stderr));
+      rank0 = j.exchange(0);
+    }
+    const results = await Promise.all([rank0, ...others]);
     results.forEach((r, rank) => {
       t.equal(r.code, 0, `rank ${rank} finished (${r.stderr})`);
       t.match(JSON.parse(r.stdout) as object, { rank, size: 3, keys: 3, ok: true }, `rank ${rank} read every rank's key`);
@@ -68,8 +88,8 @@ for (const how of ['killed with SIGKILL', 'left half-open (stopped, connection s
     t.notMatch(j.serverLogs.stderr, /before finalize|rank-failed|refused/, 'the server never noticed');
     t.match(j.serverLogs.stderr, /barrier 0: 3\/3 ranks in/, 'exactly one barrier_in per rank reached the server');
     t.notMatch(j.serverLogs.stderr, /already_in_barrier|sent barrier_in twice/);
-    t.match(j.relayLogs.stderr, how === 'killed with SIGKILL' ? /session 0 taken over by client \d+ \(it was held\)/ : /session 0 taken over by client \d+ \(closed the older connection \d+\)/);
-    t.match(j.relayLogs.stderr, /session 0: barrier_in \(waiting for the reply already asked for\)/, 'the re-sent barrier_in joined the one in flight');
+    t.match(j.relayLogs.stderr, c.takeover);
+    t.match(j.relayLogs.stderr, c.replay, 'the re-sent barrier_in was answered once, without a second one upstream');
     t.match(j.relayLogs.stderr, /session 0: answered init from the session/, 'init answered from the session');
     t.match(j.relayLogs.stderr, /session 0: answered put \(identical to one already acknowledged\)/, 'the repeated put was not sent again');
   });

@@ -7,6 +7,7 @@ import { parseDuration, RELAY_OPTIONS, resolveUpstream } from './relay-options.j
 import { ObserverBus } from '../host/bus.js';
 import { RelayHost } from '../host/relay-host.js';
 import { AddressError, isLoopbackHost, parseAddress, type PmiAddress } from '../protocol/address.js';
+import { sdNotify, startWatchdog, takeListenFds } from '../transport/systemd.js';
 
 export const spec: CommandSpec = {
   name: 'relay',
@@ -17,6 +18,7 @@ export const spec: CommandSpec = {
     'before finalize keeps its session for --hold (default 5m); a new connection with the same PMI_ID',
     '(same uid) takes it over, e.g. a rank restarted under a debugger or restored from a checkpoint.',
     'Upstream: unix:///path, tcp://host:port, host:port, or env (PMI_FD or PMI_PORT+PMI_ID we were given).',
+    'Under systemd: listening sockets passed by socket activation (LISTEN_FDS) are served, and READY=1 is notified.',
     'Exit: with --sessions N, 0 once N sessions finalized, 1 when one failed; otherwise runs until a signal.',
   ].join('\n'),
   options: {
@@ -69,7 +71,10 @@ export async function main(argv: string[]): Promise<number> {
     if (!/^\d+$/.test(u)) throw new UsageError('relay', `--allow-uid needs a numeric uid, got ${JSON.stringify(u)}`);
     return Number(u);
   });
-  const addresses: Array<PmiAddress | 'private-unix'> = (listOption(values, 'listen').length ? listOption(values, 'listen') : ['tcp://127.0.0.1:0']).map((u) => {
+  // Socket activation: systemd's listening fds replace the default listener.
+  const inherited = takeListenFds();
+  const listenUrls = listOption(values, 'listen');
+  const addresses: Array<PmiAddress | 'private-unix'> = (listenUrls.length || inherited.length ? listenUrls : ['tcp://127.0.0.1:0']).map((u) => {
     if (u === 'unix') return 'private-unix';
     try {
       return parseAddress(u, { allowPortZero: true });
@@ -87,6 +92,9 @@ export async function main(argv: string[]): Promise<number> {
     if (a !== 'private-unix' && a.kind === 'tcp' && !isLoopbackHost(a.host)) log.warn(`listening on ${a.host}: remote peers cannot be identified by uid`);
     ports.push((await host.listen(a)).pmiPort);
   }
+  for (const { fd } of inherited) ports.push((await host.listen({ fd })).pmiPort);
+  await sdNotify(`READY=1\nSTATUS=relaying ${ports.join(' ')} to ${upstream.description}\nMAINPID=${process.pid}`);
+  const stopWatchdog = startWatchdog();
   process.stdout.write(values['json'] ? `${JSON.stringify({ upstream: upstream.description, listeners: ports.map((p) => ({ PMI_PORT: p })) })}\n` : ports.map((p) => `PMI_PORT=${p}\n`).join(''));
 
   const status = await new Promise<{ code: number; reason: string }>((resolve) => {
@@ -106,6 +114,8 @@ export async function main(argv: string[]): Promise<number> {
     process.once('SIGINT', onSignal);
     process.once('SIGTERM', onSignal);
   });
+  stopWatchdog();
+  await sdNotify('STOPPING=1');
   await host.close();
   if (status.code !== 0) process.stderr.write(`pmibridge relay: ${status.reason}\n`);
   return status.code;

@@ -9,7 +9,7 @@ import { defaultLimits } from '../protocol/limits.js';
 import { RelayEngine, type RelayEngineOptions, type UpstreamIdentity } from '../relay/engine.js';
 import type { ClientFacts, ClientId, RelayAction, RelayEvent, SessionId } from '../relay/types.js';
 import { LineConnection } from '../transport/line-connection.js';
-import { listen, listenPrivateUnix, type AcceptedPeer, type Listener } from '../transport/listen.js';
+import { listen, listenInherited, listenPrivateUnix, type AcceptedPeer, type Listener } from '../transport/listen.js';
 import { ObserverBus } from './bus.js';
 
 export type UpstreamSpec =
@@ -45,7 +45,7 @@ export class RelayHost {
     this.maxLine = opts.maxLine ?? defaultLimits().maxLine;
   }
 
-  async listen(address: PmiAddress | 'private-unix'): Promise<Listener> {
+  async listen(address: PmiAddress | 'private-unix' | { readonly fd: number }): Promise<Listener> {
     const options = {
       allowUids: this.opts.allowUids ?? [],
       onConnection: (socket: Socket, peer: AcceptedPeer) =>
@@ -53,7 +53,7 @@ export class RelayHost {
       onRefused: (peer: AcceptedPeer, reason: string) => this.bus.emit({ type: 'peer-refused', peer: peer.peer, reason, ...(peer.uid !== undefined ? { uid: peer.uid } : {}) }),
       onError: (err: Error) => this.bus.emit({ type: 'transport-error', message: err.message }),
     };
-    const l = address === 'private-unix' ? await listenPrivateUnix(options) : await listen(address, options);
+    const l = address === 'private-unix' ? await listenPrivateUnix(options) : 'fd' in address ? await listenInherited(address.fd, options) : await listen(address, options);
     this.listeners.push(l);
     this.bus.emit({ type: 'listening', pmiPort: l.pmiPort });
     return l;

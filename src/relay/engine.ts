@@ -46,6 +46,9 @@ export interface RelayEngineOptions {
   readonly holdMs: number | null;
 }
 
+/** Requests that change nothing upstream: they may pass a kept reply without voiding it. */
+const READ_ONLY = new Set(['get', 'get_maxes', 'get_appnum', 'get_my_kvsname', 'get_universe_size', 'lookup_name']);
+
 /** Queries whose answers never change during a job: answered from the session after the first. */
 const INVARIANT = new Set(['init', 'get_maxes', 'get_appnum', 'get_my_kvsname', 'get_universe_size']);
 
@@ -187,9 +190,14 @@ export class RelayEngine {
     }
     if (session) {
       // Takeover: only by the same uid; the newer connection wins, even over a live-looking one.
-      if (session.uid !== undefined && client.facts.uid !== undefined && session.uid !== client.facts.uid) {
-        return this.refuse(client, answerInitack ? 'initack' : 'error', 'E_WRONG_UID', `pmiid_${pmiid}_belongs_to_another_user`, `uid ${client.facts.uid} tried to take over PMI_ID ${pmiid}, owned by uid ${session.uid}`, out);
+      // A session owned by a known uid is only taken over by that uid — not by one we cannot
+      // verify (a remote TCP peer), which could be anyone.
+      if (session.uid !== undefined && session.uid !== client.facts.uid) {
+        const who = client.facts.uid === undefined ? 'a client whose uid cannot be verified' : `uid ${client.facts.uid}`;
+        return this.refuse(client, answerInitack ? 'initack' : 'error', 'E_WRONG_UID', `pmiid_${pmiid}_belongs_to_another_user`, `${who} tried to take over PMI_ID ${pmiid}, owned by uid ${session.uid}`, out);
       }
+      // A prepared session (or one whose first client's uid was unknown) belongs to the first known uid.
+      session.uid ??= client.facts.uid;
       const previous = session.client;
       const wasHeld = session.state === 'held';
       if (session.state === 'waiting') session.state = 'ready';
@@ -269,7 +277,10 @@ export class RelayEngine {
     const t = tokenize(line);
     const tokens = isTokens(t) ? t : null;
     const cmd = tokens ? (tokens.head === 'mcmd' ? 'spawn' : tokens.name) : '';
-    if (session.inSpawn || cmd === 'spawn') return this.spawnLine(session, line, out);
+    // A new spawn block waits for the upstream like any request (lock-step); the segments after the
+    // first endcmd (inflight is the spawn itself) and the lines inside a block go straight on.
+    const busy = session.state === 'opening' || (session.inflight !== null && session.inflight.cmd !== 'spawn');
+    if (session.inSpawn || (cmd === 'spawn' && !busy)) return this.spawnLine(session, line, out);
     if (cmd === 'initack') {
       // A client repeating its handshake on the same connection: answer from the session.
       if (session.identity && session.state !== 'opening') this.answerInitack(session, client, out);
@@ -299,7 +310,10 @@ export class RelayEngine {
       session.queue.push({ client: client.id, line });
       return;
     }
-    if (session.kept) {
+    // A kept reply waits for its request to be re-sent. Reads may come first (a restarted MPICH
+    // rank asks for PMI_process_mapping before its barrier); anything else means the client has
+    // moved on, and the reply is void.
+    if (session.kept && (session.kept.line === line || !READ_ONLY.has(cmd))) {
       const kept = session.kept;
       session.kept = null;
       if (kept.line === line) {
@@ -370,7 +384,7 @@ export class RelayEngine {
 
   private upstreamConnected(id: SessionId, out: RelayAction[]): void {
     const session = this.sessions.get(id);
-    if (!session) return;
+    if (!session || session.state === 'closed') return;
     if (this.opts.upstream.mode === 'socket') {
       out.push({ kind: 'upstream-send', session: id, data: `cmd=initack pmiid=${session.upstreamId}\n` });
       return;
@@ -392,7 +406,7 @@ export class RelayEngine {
       // Nothing asked: pass it on (e.g. an error line), so the client sees what the server said.
       out.push(event({ type: 'protocol-error', session: id, message: `unsolicited upstream line ${preview(line)}` }));
       const c = session.client === null ? undefined : this.clients.get(session.client);
-      if (c) this.sendClient(c, `${line}\n`, out);
+      if (c && !c.closing) this.sendClient(c, `${line}\n`, out);
       return;
     }
     session.inflight = null;
@@ -441,7 +455,7 @@ export class RelayEngine {
     out.push(event({ type: 'protocol-error', session: session.id, message }));
     for (const cid of session.awaitingInitack) {
       const c = this.clients.get(cid);
-      if (c) this.sendClient(c, `cmd=initack rc=-1 msg=${wireMsg(upstreamMsg)}\n`, out);
+      if (c && session.client === cid) this.sendClient(c, `cmd=initack rc=-1 msg=${wireMsg(upstreamMsg)}\n`, out);
     }
     if (session.client !== null) {
       const c = this.clients.get(session.client);
@@ -466,10 +480,12 @@ export class RelayEngine {
 
   /** Send the next queued request once the upstream is free. */
   private drain(session: Session, out: RelayAction[]): void {
-    while (!session.inflight && session.queue.length > 0 && session.state !== 'opening') {
+    // A queued spawn block is sent whole: its lines, and its further segments after an endcmd.
+    const free = () => !session.inflight || session.inSpawn || (session.inflight.cmd === 'spawn' && !!session.queue[0]?.line.startsWith('mcmd='));
+    while (session.queue.length > 0 && session.state !== 'opening' && free()) {
       const next = session.queue.shift() as { client: ClientId; line: string };
       const c = this.clients.get(next.client);
-      if (!c || session.client !== c.id) continue;
+      if (!c || c.closing || session.client !== c.id) continue; // closing: e.g. finalized meanwhile
       this.request(session, c, next.line, out);
     }
   }

@@ -148,6 +148,37 @@ async function listenUnix(path: string, opts: ListenOptions, ownDir?: string): P
   };
 }
 
+/**
+ * Serve a listening socket we inherited (systemd socket activation). Whether it is a Unix or a TCP
+ * socket is read from the bound address; peers are admitted by uid like on our own listeners.
+ */
+export async function listenInherited(fd: number, opts: ListenOptions): Promise<Listener> {
+  const { peerCred } = await import('./peercred.js');
+  let unix = false;
+  const server = createServer((socket) => {
+    if (unix) {
+      const cred = peerCred(socket);
+      admit(socket, cred ? { transport: 'unix', uid: cred.uid, pid: cred.pid, peer: `pid ${cred.pid} uid ${cred.uid}` } : { transport: 'unix', peer: 'unix peer' }, opts);
+      return;
+    }
+    socket.setNoDelay(true);
+    const uid = tcpPeerUid(socket);
+    admit(socket, { transport: 'tcp', peer: `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`, ...(uid !== undefined ? { uid } : {}) }, opts);
+  });
+  server.on('error', (err) => opts.onError?.(err));
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen({ fd }, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const bound = server.address();
+  unix = typeof bound === 'string';
+  const address: PmiAddress = typeof bound === 'string' ? { kind: 'unix', path: bound } : { kind: 'tcp', host: bound?.address ?? '127.0.0.1', port: bound?.port ?? 0 };
+  return { address, pmiPort: formatAddress(address), close: () => closeServer(server) };
+}
+
 /** Listen on a Unix socket in a new private directory that is removed on close. */
 export async function listenPrivateUnix(opts: ListenOptions): Promise<Listener> {
   const { dir, path } = privateSocketPath();
