@@ -3,7 +3,7 @@
 # debuggers the --attach tests start ranks under. Never python3-mpi4py: it pulls OpenMPI and
 # switches mpicc/mpiexec to it. Needs root; skips apt entirely when everything is present.
 set -euo pipefail
-packages=(mpich libmpich-dev gdb lldb)
+packages=(mpich libmpich-dev gdb lldb systemd python3)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

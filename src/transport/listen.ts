@@ -153,8 +153,10 @@ async function listenUnix(path: string, opts: ListenOptions, ownDir?: string): P
  * socket is read from the bound address; peers are admitted by uid like on our own listeners.
  */
 export async function listenInherited(fd: number, opts: ListenOptions): Promise<Listener> {
-  const { peerCred } = await import('./peercred.js');
-  let unix = false;
+  const { peerCred, boundAddress } = await import('./peercred.js');
+  const bound = boundAddress(fd);
+  if (!bound) throw new Error(`inherited fd ${fd} is not a socket we can serve`);
+  const unix = bound.family === 'unix';
   const server = createServer((socket) => {
     if (unix) {
       const cred = peerCred(socket);
@@ -173,9 +175,7 @@ export async function listenInherited(fd: number, opts: ListenOptions): Promise<
       resolve();
     });
   });
-  const bound = server.address();
-  unix = typeof bound === 'string';
-  const address: PmiAddress = typeof bound === 'string' ? { kind: 'unix', path: bound } : { kind: 'tcp', host: bound?.address ?? '127.0.0.1', port: bound?.port ?? 0 };
+  const address: PmiAddress = bound.family === 'unix' ? { kind: 'unix', path: bound.path } : { kind: 'tcp', host: bound.host, port: bound.port };
   return { address, pmiPort: formatAddress(address), close: () => closeServer(server) };
 }
 

@@ -36,3 +36,29 @@ export function peerCred(sock: object): PeerCred | null {
   }
   return out.pid === 0 && out.uid === 0xffffffff ? null : out;
 }
+
+const getsockname = libc.func('int getsockname(int fd, _Out_ uint8_t *addr, _Inout_ uint32_t *addrlen)');
+
+export type BoundAddress = { readonly family: 'unix'; readonly path: string } | { readonly family: 'inet'; readonly host: string; readonly port: number };
+
+/**
+ * What a socket fd is bound to (getsockname): for listeners inherited from systemd, whose kind
+ * Node does not report (server.address() of a listen({fd}) server is not the bound path).
+ */
+export function boundAddress(fd: number): BoundAddress | null {
+  const buf = Buffer.alloc(128);
+  const len = [buf.length];
+  if (getsockname(fd, buf, len) !== 0) return null;
+  const family = buf.readUInt16LE(0);
+  if (family === 1) {
+    const end = buf.indexOf(0, 2);
+    return { family: 'unix', path: buf.subarray(2, end < 0 ? len[0] : end).toString() };
+  }
+  if (family === 2) return { family: 'inet', host: [...buf.subarray(4, 8)].join('.'), port: buf.readUInt16BE(2) };
+  if (family === 10) {
+    const groups: string[] = [];
+    for (let i = 8; i < 24; i += 2) groups.push(buf.readUInt16BE(i).toString(16));
+    return { family: 'inet', host: groups.join(':').replace(/(^|:)0(:0)+(:|$)/, '::'), port: buf.readUInt16BE(2) };
+  }
+  return null;
+}

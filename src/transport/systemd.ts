@@ -24,8 +24,19 @@ export function takeListenFds(env: NodeJS.ProcessEnv = process.env): InheritedFd
   return Array.from({ length: n }, (_, i) => ({ fd: 3 + i, name: names[i] ?? 'unknown' }));
 }
 
-/** sd_notify: false when not under systemd (no NOTIFY_SOCKET). */
+/**
+ * sd_notify: true when the datagram went out; false when not under systemd (no NOTIFY_SOCKET) or
+ * when sending failed — readiness is best-effort and never a reason to fail (like libsystemd's).
+ */
 export async function sdNotify(state: string, env: NodeJS.ProcessEnv = process.env): Promise<boolean> {
+  try {
+    return await notify(state, env);
+  } catch {
+    return false;
+  }
+}
+
+async function notify(state: string, env: NodeJS.ProcessEnv): Promise<boolean> {
   const path = env['NOTIFY_SOCKET'];
   if (!path) return false;
   const { default: koffi } = await import('koffi');
@@ -60,7 +71,7 @@ export async function sdNotify(state: string, env: NodeJS.ProcessEnv = process.e
 export function startWatchdog(env: NodeJS.ProcessEnv = process.env): () => void {
   const usec = Number(env['WATCHDOG_USEC'] ?? 0);
   if (!usec || (env['WATCHDOG_PID'] && Number(env['WATCHDOG_PID']) !== process.pid)) return () => undefined;
-  const t = setInterval(() => void sdNotify('WATCHDOG=1', env).catch(() => undefined), Math.max(1, usec / 2000));
+  const t = setInterval(() => void sdNotify('WATCHDOG=1', env), Math.max(1, usec / 2000));
   t.unref();
   return () => clearInterval(t);
 }
