@@ -70,3 +70,26 @@ t.test('a loopback TCP client of another uid is refused (uid from /proc/net/tcp)
   t.equal((await exitOf(server)).code, 0);
   t.match(stderr, new RegExp(`refused a connection from 127\\.0\\.0\\.1:\\d+ uid ${otherUid()}: uid ${otherUid()} is not allowed`));
 });
+
+t.test("the relay refuses another uid on its TCP and Unix listeners; the job goes on", { skip: otherUserMissing() ?? false }, async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'pmibridge-uid-'));
+  chmodSync(dir, 0o755);
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const server = startCli(['serve', '-n', '1', '--listen', 'unix']);
+  const [, upstream] = await waitForLine(server, /^PMI_PORT=(\S+)$/);
+  const sock = join(dir, 'relay.sock');
+  const relay = startCli(['relay', '--upstream', upstream as string, '--listen', 'tcp://127.0.0.1:0', '--listen', `unix://${sock}`, '--sessions', '1']);
+  let stderr = '';
+  relay.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+  const [, tcp] = await waitForLine(relay, /^PMI_PORT=127\.0\.0\.1:(\d+)$/);
+  chmodSync(sock, 0o777);
+  for (const target of [String(tcp), sock]) {
+    const r = await asOther('cmd=initack pmiid=0\n', target);
+    t.match(r.stdout, new RegExp(`cmd=error rc=-1 msg=uid_${otherUid()}_not_allowed`), `refused on ${target.startsWith('/') ? 'Unix' : 'TCP'}`);
+  }
+  const rank = await runCli(['pmi', 'info'], { env: { ...process.env, PMI_PORT: `unix://${sock}`, PMI_ID: '0' }, timeoutMs: 20_000 });
+  t.equal(rank.code, 0, 'our own rank is served');
+  t.equal((await exitOf(relay)).code, 0);
+  t.equal((await exitOf(server)).code, 0);
+  t.equal(stderr.match(/refused a connection from .* uid \d+: uid \d+ is not allowed/g)?.length, 2, 'both refusals logged');
+});
