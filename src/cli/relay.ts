@@ -6,7 +6,8 @@ import { EXIT } from './exit-codes.js';
 import { parseDuration, RELAY_OPTIONS, resolveUpstream } from './relay-options.js';
 import { ObserverBus } from '../host/bus.js';
 import { RelayHost } from '../host/relay-host.js';
-import { AddressError, isLoopbackHost, parseAddress, type PmiAddress } from '../protocol/address.js';
+import { isLoopbackHost } from '../protocol/address.js';
+import { ALLOW_UID_OPTION, allowUids, listenAddresses } from './listen-options.js';
 import { sdNotify, startWatchdog, takeListenFds } from '../transport/systemd.js';
 
 export const spec: CommandSpec = {
@@ -29,7 +30,7 @@ export const spec: CommandSpec = {
     'id-map': { type: 'string', arg: 'A=B,…', help: 'explicit client PMI_ID → upstream pmiid map; other ids are refused' },
     sessions: { type: 'string', arg: 'N', help: 'exit once N sessions have ended (0 when all finalized)' },
     json: { type: 'boolean', help: 'print the listeners as one JSON object' },
-    'allow-uid': { type: 'string', arg: 'UID', multiple: true, help: 'also admit this uid (default: only our own uid)' },
+    'allow-uid': ALLOW_UID_OPTION,
   },
   examples: ['pmibridge relay --upstream unix:///run/user/1000/pmi.sock --listen tcp://127.0.0.1:0 --hold 10m'],
 };
@@ -67,26 +68,15 @@ export async function main(argv: string[]): Promise<number> {
     const only = upstream.envPmiid;
     mapId = (id) => (id === only ? only : undefined); // one rank slot: one session
   }
-  const allowUids = listOption(values, 'allow-uid').map((u) => {
-    if (!/^\d+$/.test(u)) throw new UsageError('relay', `--allow-uid needs a numeric uid, got ${JSON.stringify(u)}`);
-    return Number(u);
-  });
+  const uids = allowUids('relay', values);
   // Socket activation: systemd's listening fds replace the default listener.
   const inherited = takeListenFds();
   const listenUrls = listOption(values, 'listen');
-  const addresses: Array<PmiAddress | 'private-unix'> = (listenUrls.length || inherited.length ? listenUrls : ['tcp://127.0.0.1:0']).map((u) => {
-    if (u === 'unix') return 'private-unix';
-    try {
-      return parseAddress(u, { allowPortZero: true });
-    } catch (err) {
-      if (err instanceof AddressError) throw new UsageError('relay', `--listen: ${err.message}`);
-      throw err;
-    }
-  });
+  const addresses = listenAddresses('relay', listenUrls.length || inherited.length ? listenUrls : ['tcp://127.0.0.1:0']);
   const log = createLogger(stringOption(values, 'log-level') ?? 'warn', 'pmibridge-relay');
   const bus = new ObserverBus();
   logBus(bus, log);
-  const host = new RelayHost({ upstream: upstream.spec, holdMs, allowUids, bus, ...(mapId ? { mapId } : {}) });
+  const host = new RelayHost({ upstream: upstream.spec, holdMs, allowUids: uids, bus, ...(mapId ? { mapId } : {}) });
   const ports: string[] = [];
   for (const a of addresses) {
     if (a !== 'private-unix' && a.kind === 'tcp' && !isLoopbackHost(a.host)) log.warn(`listening on ${a.host}: remote peers cannot be identified by uid`);

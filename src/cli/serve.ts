@@ -5,7 +5,8 @@ import { EXIT } from './exit-codes.js';
 import { JOB_OPTIONS, jobOptions } from './server-options.js';
 import { ObserverBus } from '../host/bus.js';
 import { JobServer } from '../host/job-server.js';
-import { AddressError, isLoopbackHost, parseAddress, type PmiAddress } from '../protocol/address.js';
+import { isLoopbackHost } from '../protocol/address.js';
+import { listenAddresses } from './listen-options.js';
 import { constants as osConstants } from 'node:os';
 
 export const spec: CommandSpec = {
@@ -40,15 +41,7 @@ export async function main(argv: string[]): Promise<number> {
   const size = intOption(spec, values, 'size', 1, 1_000_000);
   if (size === undefined) throw new UsageError('serve', 'the job size is required: --size N');
   const urls = listOption(values, 'listen');
-  const addresses: Array<PmiAddress | 'private-unix'> = (urls.length ? urls : ['tcp://127.0.0.1:0']).map((u) => {
-    if (u === 'unix') return 'private-unix';
-    try {
-      return parseAddress(u, { allowPortZero: true });
-    } catch (err) {
-      if (err instanceof AddressError) throw new UsageError('serve', `--listen: ${err.message}`);
-      throw err;
-    }
-  });
+  const addresses = listenAddresses('serve', urls.length ? urls : ['tcp://127.0.0.1:0']);
   const log = createLogger(stringOption(values, 'log-level') ?? 'warn', 'pmibridge-serve');
   const bus = new ObserverBus();
   logBus(bus, log);

@@ -1,6 +1,7 @@
 /** Options shared by `run` and `serve` that shape the job the embedded server runs. */
 import type { JobServerOptions } from '../host/job-server.js';
-import { intOption, listOption, stringOption, UsageError, type CommandSpec, type OptionSpec, type ParsedValues } from './args.js';
+import { intOption, stringOption, UsageError, type CommandSpec, type OptionSpec, type ParsedValues } from './args.js';
+import { ALLOW_UID_OPTION, allowUids } from './listen-options.js';
 
 export const JOB_OPTIONS: Readonly<Record<string, OptionSpec>> = {
   kvsname: { type: 'string', arg: 'NAME', help: 'KVS name reported to ranks (default: kvs_<pid>_0)' },
@@ -8,17 +9,13 @@ export const JOB_OPTIONS: Readonly<Record<string, OptionSpec>> = {
   'universe-size': { type: 'string', arg: 'N', help: 'universe size reported to ranks (default: the job size)' },
   'no-process-mapping': { type: 'boolean', help: 'do not preset PMI_process_mapping (MPICH then exchanges hostnames; use for ranks on several hosts)' },
   'max-line': { type: 'string', arg: 'BYTES', help: 'longest request line accepted (default: kvsname_max+keylen_max+vallen_max+64 = 1408)' },
-  'allow-uid': { type: 'string', arg: 'UID', multiple: true, help: 'also admit this uid on Unix sockets (default: only our own uid)' },
+  'allow-uid': ALLOW_UID_OPTION,
 };
 
 export function jobOptions(spec: CommandSpec, values: ParsedValues): Omit<JobServerOptions, 'size' | 'bus'> {
   const appnum = intOption(spec, values, 'appnum', -1, 2 ** 31 - 1);
   const universe = intOption(spec, values, 'universe-size', -1, 2 ** 31 - 1);
   const maxLine = intOption(spec, values, 'max-line', 1024, 16 * 1024 * 1024);
-  const allowUids = listOption(values, 'allow-uid').map((u) => {
-    if (!/^\d+$/.test(u)) throw new UsageError(spec.name, `--allow-uid needs a numeric uid, got ${JSON.stringify(u)}`);
-    return Number(u);
-  });
   const kvsname = stringOption(values, 'kvsname') ?? `kvs_${process.pid}_0`;
   if (!/^[!-~]{1,255}$/.test(kvsname)) throw new UsageError(spec.name, '--kvsname must be 1-255 printable characters without spaces');
   return {
@@ -27,6 +24,6 @@ export function jobOptions(spec: CommandSpec, values: ParsedValues): Omit<JobSer
     ...(universe !== undefined ? { universeSize: universe } : {}),
     ...(values['no-process-mapping'] ? { processMapping: null } : {}),
     ...(maxLine !== undefined ? { limits: { maxLine } } : {}),
-    allowUids,
+    allowUids: allowUids(spec.name, values),
   };
 }
