@@ -88,16 +88,16 @@ export async function main(argv: string[]): Promise<number> {
   process.stdout.write(values['json'] ? `${JSON.stringify({ upstream: upstream.description, listeners: ports.map((p) => ({ PMI_PORT: p })) })}\n` : ports.map((p) => `PMI_PORT=${p}\n`).join(''));
 
   const status = await new Promise<{ code: number; reason: string }>((resolve) => {
-    // Only sessions the upstream accepted count: a refused PMI_ID is the client's problem.
-    const accepted = new Set<number>();
+    // A PMI_ID the upstream refused is the client's mistake, not one of the job's sessions; a
+    // session lost any other way (hold expired, upstream gone) counts as failed.
     let ended = 0;
     let failed = 0;
     host.onRelayEvent((e) => {
-      if (e.type === 'handshaken') accepted.add(e.session);
-      if (e.type !== 'finalized' && e.type !== 'session-closed') return;
-      if (!accepted.delete(e.session)) return;
-      ended++;
-      if (e.type === 'session-closed') failed++;
+      if (e.type === 'finalized') ended++;
+      else if (e.type === 'session-closed' && !e.refused) {
+        ended++;
+        failed++;
+      } else return;
       if (expected !== undefined && ended >= expected) resolve(failed ? { code: EXIT.FAILURE, reason: `${failed} of ${ended} sessions failed` } : { code: EXIT.OK, reason: '' });
     });
     const onSignal = (sig: NodeJS.Signals) => resolve({ code: 128 + (osConstants.signals[sig] ?? 1), reason: `interrupted by ${sig}` });

@@ -374,10 +374,10 @@ export class RelayEngine {
     this.closeSession(session, message, out);
   }
 
-  private closeSession(session: Session, reason: string, out: RelayAction[]): void {
+  private closeSession(session: Session, reason: string, out: RelayAction[], refused = false): void {
     session.state = 'closed';
     out.push({ kind: 'upstream-close', session: session.id, reason });
-    out.push(event({ type: 'session-closed', session: session.id, reason }));
+    out.push(event({ type: 'session-closed', session: session.id, reason, ...(refused ? { refused: true as const } : {}) }));
   }
 
   // ---- upstream --------------------------------------------------------------------------------
@@ -451,11 +451,11 @@ export class RelayEngine {
     if (session.handshakeLines === 0) this.ready(session, out);
   }
 
-  private failHandshake(session: Session, message: string, out: RelayAction[], upstreamMsg = 'upstream_refused_the_handshake'): void {
+  private failHandshake(session: Session, message: string, out: RelayAction[], upstreamMsg?: string): void {
     out.push(event({ type: 'protocol-error', session: session.id, message }));
     for (const cid of session.awaitingInitack) {
       const c = this.clients.get(cid);
-      if (c && session.client === cid) this.sendClient(c, `cmd=initack rc=-1 msg=${wireMsg(upstreamMsg)}\n`, out);
+      if (c && session.client === cid) this.sendClient(c, `cmd=initack rc=-1 msg=${wireMsg(upstreamMsg ?? 'upstream_refused_the_handshake')}\n`, out);
     }
     if (session.client !== null) {
       const c = this.clients.get(session.client);
@@ -464,7 +464,8 @@ export class RelayEngine {
         out.push({ kind: 'client-close', client: c.id, reason: message });
       }
     }
-    this.closeSession(session, message, out);
+    // Refused with a reason (rc≠0): the PMI_ID was wrong. A garbled handshake is a failure.
+    this.closeSession(session, message, out, upstreamMsg !== undefined);
   }
 
   private ready(session: Session, out: RelayAction[]): void {

@@ -40,7 +40,8 @@ export type RelayEvent =
   | { readonly type: 'answered-locally'; readonly session: SessionId; readonly cmd: string }
   | { readonly type: 'hold-expired'; readonly session: SessionId; readonly message: string }
   | { readonly type: 'finalized'; readonly session: SessionId }
-  | { readonly type: 'session-closed'; readonly session: SessionId; readonly reason: string }
+  /** `refused`: the upstream refused the PMI_ID in the handshake (a client error, not a failed rank). */
+  | { readonly type: 'session-closed'; readonly session: SessionId; readonly reason: string; readonly refused?: true }
   | { readonly type: 'refused'; readonly client: ClientId; readonly code: string; readonly message: string }
   | { readonly type: 'protocol-error'; readonly client?: ClientId; readonly session?: SessionId; readonly message: string };
 
