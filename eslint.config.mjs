@@ -4,7 +4,7 @@ import tseslint from 'typescript-eslint';
 import { defineConfig } from 'eslint/config';
 
 export default defineConfig(
-  { ignores: ['dist/**', '.tap/**', 'coverage/**', 'scripts/**', 'eslint.config.mjs', 'node_modules/**'] },
+  { ignores: ['dist/**', '.tap/**', 'coverage/**', 'scripts/**', 'eslint.config.mjs', 'node_modules/**', 'src/tap/web/**'] },
   eslint.configs.recommended,
   tseslint.configs.recommendedTypeChecked,
   { languageOptions: { parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname } } },

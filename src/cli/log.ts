@@ -67,7 +67,7 @@ function levelOf(ev: BusEvent): Level {
 function messageOf(ev: BusEvent): string {
   switch (ev.type) {
     case 'line':
-      return `${ev.dir === 'in' ? 'C>' : 'S<'} ${ev.line}`;
+      return `${ev.leg}${ev.rank !== undefined ? ` rank ${ev.rank}` : ''}: ${ev.line}`;
     case 'listening':
       return `listening on PMI_PORT=${ev.pmiPort}`;
     case 'peer-refused':

@@ -8,6 +8,7 @@ import { ObserverBus } from '../host/bus.js';
 import { RelayHost } from '../host/relay-host.js';
 import { isLoopbackHost } from '../protocol/address.js';
 import { ALLOW_UID_OPTION, allowUids, listenAddresses } from './listen-options.js';
+import { startTap, TAP_OPTIONS } from './tap-options.js';
 import { sdNotify, startWatchdog, takeListenFds } from '../transport/systemd.js';
 
 export const spec: CommandSpec = {
@@ -31,6 +32,7 @@ export const spec: CommandSpec = {
     sessions: { type: 'string', arg: 'N', help: 'exit once N sessions have ended (0 when all finalized)' },
     json: { type: 'boolean', help: 'print the listeners as one JSON object' },
     'allow-uid': ALLOW_UID_OPTION,
+    ...TAP_OPTIONS,
   },
   examples: ['pmibridge relay --upstream unix:///run/user/1000/pmi.sock --listen tcp://127.0.0.1:0 --hold 10m'],
 };
@@ -85,6 +87,7 @@ export async function main(argv: string[]): Promise<number> {
   for (const { fd } of inherited) ports.push((await host.listen({ fd })).pmiPort);
   await sdNotify(`READY=1\nSTATUS=relaying ${ports.join(' ')} to ${upstream.description}\nMAINPID=${process.pid}`);
   const stopWatchdog = startWatchdog();
+  const tap = await startTap('relay', values, bus, upstream.description, 'relay');
   process.stdout.write(values['json'] ? `${JSON.stringify({ upstream: upstream.description, listeners: ports.map((p) => ({ PMI_PORT: p })) })}\n` : ports.map((p) => `PMI_PORT=${p}\n`).join(''));
 
   const status = await new Promise<{ code: number; reason: string }>((resolve) => {
@@ -106,6 +109,7 @@ export async function main(argv: string[]): Promise<number> {
   });
   stopWatchdog();
   await sdNotify('STOPPING=1');
+  await tap?.close();
   await host.close();
   if (status.code !== 0) process.stderr.write(`pmibridge relay: ${status.reason}\n`);
   return status.code;

@@ -4,6 +4,7 @@ import { helpText, intOption, parseCommand, splitCommand, stringOption, UsageErr
 import { EXIT } from './exit-codes.js';
 import { JOB_OPTIONS, jobOptions } from './server-options.js';
 import { parseDuration } from './relay-options.js';
+import { startTap, TAP_OPTIONS } from './tap-options.js';
 import { ObserverBus } from '../host/bus.js';
 import { isLoopbackHost } from '../protocol/address.js';
 
@@ -28,6 +29,7 @@ export const spec: CommandSpec = {
     relay: { type: 'boolean', help: 'put a relay between the ranks and the server (which then listens only on a private Unix socket); with --attach, the hand-started rank can reconnect' },
     hold: { type: 'string', arg: 'DURATION', help: 'with --relay: how long a disconnected rank\'s session waits for it to reconnect (default 5m; 0, inf)' },
     ...JOB_OPTIONS,
+    ...TAP_OPTIONS,
   },
   examples: [
     'pmibridge run -n 4 ./mpi_hello',
@@ -57,11 +59,13 @@ export async function main(argv: string[]): Promise<number> {
   logBus(bus, log);
   if (!isLoopbackHost(tcpHost)) log.warn(`TCP listener on ${tcpHost}: any host that reaches it can join the job (PMI has no authentication)`);
 
+  const tap = await startTap('run', values, bus, server.kvsname ?? 'job', 'run');
   const { launch } = await import('../launcher/launch.js');
   const holdText = stringOption(values, 'hold');
   if (holdText !== undefined && !values['relay']) throw new UsageError('run', '--hold needs --relay');
   const relay = values['relay'] ? { holdMs: parseDuration('run', holdText ?? '5m') } : undefined;
   const result = await launch({ size, command, pmi, label: Boolean(values['label']), ...(attach !== undefined ? { attach } : {}), ...(relay ? { relay } : {}), tcpHost, server, bus });
+  await tap?.close();
   if (!result.ok) process.stderr.write(`pmibridge run: job failed: ${result.reason}\n`);
   return result.exitCode;
 }

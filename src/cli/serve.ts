@@ -7,6 +7,7 @@ import { ObserverBus } from '../host/bus.js';
 import { JobServer } from '../host/job-server.js';
 import { isLoopbackHost } from '../protocol/address.js';
 import { listenAddresses } from './listen-options.js';
+import { startTap, TAP_OPTIONS } from './tap-options.js';
 import { constants as osConstants } from 'node:os';
 
 export const spec: CommandSpec = {
@@ -25,6 +26,7 @@ export const spec: CommandSpec = {
     listen: { type: 'string', arg: 'URL', multiple: true, help: 'address to listen on (default: tcp://127.0.0.1:0)' },
     json: { type: 'boolean', help: 'print the listeners as one JSON object instead of PMI_PORT lines' },
     ...JOB_OPTIONS,
+    ...TAP_OPTIONS,
   },
   examples: [
     'pmibridge serve -n 2 --listen tcp://127.0.0.1:0',
@@ -58,8 +60,10 @@ export async function main(argv: string[]): Promise<number> {
     await server.close();
     throw new Error(`cannot listen: ${(err as Error).message}`, { cause: err });
   }
+  const tap = await startTap('serve', values, bus, server.engine.kvsname, 'server');
   if (values['json']) {
-    process.stdout.write(`${JSON.stringify({ size, kvsname: server.engine.kvsname, listeners: ports.map((p) => ({ PMI_PORT: p })) })}\n`);
+    const tapInfo = tap ? { tap: { url: tap.url, ...(tap.token ? { token: tap.token } : {}) } } : {};
+    process.stdout.write(`${JSON.stringify({ size, kvsname: server.engine.kvsname, listeners: ports.map((p) => ({ PMI_PORT: p })), ...tapInfo })}\n`);
   } else {
     process.stdout.write(ports.map((p) => `PMI_PORT=${p}\n`).join(''));
   }
@@ -69,6 +73,7 @@ export async function main(argv: string[]): Promise<number> {
   const status = await server.done;
   process.off('SIGINT', onSignal);
   process.off('SIGTERM', onSignal);
+  await tap?.close();
   await server.close();
   if (!status.ok) process.stderr.write(`pmibridge serve: job failed: ${status.reason}\n`);
   return status.exitCode;

@@ -9,11 +9,15 @@ import type { RelayEvent } from '../relay/types.js';
 export type BusEvent =
   | { readonly type: 'engine'; readonly event: EngineEvent }
   | { readonly type: 'relay'; readonly event: RelayEvent }
-  | { readonly type: 'line'; readonly conn: ConnId; readonly dir: 'in' | 'out'; readonly line: string; readonly rank?: number }
+  /** One wire line. `conn` is the server's connection or the relay's client; `session` the relay's. */
+  | { readonly type: 'line'; readonly leg: Leg; readonly line: string; readonly conn?: ConnId; readonly session?: number; readonly rank?: number }
   | { readonly type: 'listening'; readonly pmiPort: string }
   | { readonly type: 'peer-refused'; readonly peer: string; readonly uid?: number; readonly reason: string }
   | { readonly type: 'closed'; readonly conn: ConnId; readonly reason: string; readonly rank?: number }
   | { readonly type: 'transport-error'; readonly message: string };
+
+/** Which hop a line travelled; requests go left to right, replies come back. */
+export type Leg = 'client->server' | 'server->client' | 'client->relay' | 'relay->upstream' | 'upstream->relay' | 'relay->client';
 
 export type Subscriber = (ev: BusEvent) => void;
 

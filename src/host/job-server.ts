@@ -56,7 +56,7 @@ export class JobServer {
         if (this.bus.wantsLines) {
           const line = input.kind === 'line' ? input.line : `${input.prefix}… (${input.length} bytes)`;
           const rank = this.engine.rankOf(id);
-          this.bus.emit({ type: 'line', conn: id, dir: 'in', line, ...(rank !== undefined ? { rank } : {}) });
+          this.bus.emit({ type: 'line', leg: 'client->server', conn: id, line, ...(rank !== undefined ? { rank } : {}) });
         }
         this.apply(this.guard(id, () => this.engine.receive(id, input)));
       },
@@ -114,7 +114,7 @@ export class JobServer {
           if (this.bus.wantsLines) {
             const rank = this.engine.rankOf(a.conn);
             for (const line of a.data.split('\n').slice(0, -1)) {
-              this.bus.emit({ type: 'line', conn: a.conn, dir: 'out', line, ...(rank !== undefined ? { rank } : {}) });
+              this.bus.emit({ type: 'line', leg: 'server->client', conn: a.conn, line, ...(rank !== undefined ? { rank } : {}) });
             }
           }
           c.send(a.data);

@@ -10,7 +10,7 @@ import { RelayEngine, type RelayEngineOptions, type UpstreamIdentity } from '../
 import type { ClientFacts, ClientId, RelayAction, RelayEvent, SessionId } from '../relay/types.js';
 import { LineConnection } from '../transport/line-connection.js';
 import { listen, listenInherited, listenPrivateUnix, type AcceptedPeer, type Listener } from '../transport/listen.js';
-import { ObserverBus } from './bus.js';
+import { ObserverBus, type Leg } from './bus.js';
 
 export type UpstreamSpec =
   | { readonly kind: 'address'; readonly address: PmiAddress }
@@ -63,7 +63,10 @@ export class RelayHost {
   attachClient(socket: Socket, facts: ClientFacts): ClientId {
     const id = this.nextClient++;
     const conn = new LineConnection(socket, this.maxLine, {
-      onInput: (input) => this.apply(this.engine.handle({ kind: 'client-input', client: id, input })),
+      onInput: (input) => {
+        if (this.bus.wantsLines) this.emitLine('client->relay', input.kind === 'line' ? input.line : `${input.prefix}… (${input.length} bytes)`, { conn: id });
+        this.apply(this.engine.handle({ kind: 'client-input', client: id, input }));
+      },
       onClose: (reason) => {
         this.clients.delete(id);
         this.apply(this.engine.handle({ kind: 'client-close', client: id, reason }));
@@ -112,7 +115,10 @@ export class RelayHost {
       socket = a.kind === 'tcp' ? netConnect({ host: a.host, port: a.port, noDelay: true }) : netConnect({ path: a.path });
     }
     const conn = new LineConnection(socket, this.maxLine, {
-      onInput: (input) => this.apply(this.engine.handle({ kind: 'upstream-input', session, input })),
+      onInput: (input) => {
+        if (this.bus.wantsLines) this.emitLine('upstream->relay', input.kind === 'line' ? input.line : `${input.prefix}… (${input.length} bytes)`, { session });
+        this.apply(this.engine.handle({ kind: 'upstream-input', session, input }));
+      },
       onClose: (reason) => {
         this.upstreams.delete(session);
         this.apply(this.engine.handle({ kind: 'upstream-close', session, reason }));
@@ -127,6 +133,7 @@ export class RelayHost {
     for (const a of actions) {
       switch (a.kind) {
         case 'client-send':
+          if (this.bus.wantsLines) for (const line of a.data.split('\n').slice(0, -1)) this.emitLine('relay->client', line, { conn: a.client });
           this.clients.get(a.client)?.send(a.data);
           break;
         case 'client-close':
@@ -136,6 +143,7 @@ export class RelayHost {
           this.openUpstream(a.session);
           break;
         case 'upstream-send':
+          if (this.bus.wantsLines) for (const line of a.data.split('\n').slice(0, -1)) this.emitLine('relay->upstream', line, { session: a.session });
           this.upstreams.get(a.session)?.send(a.data);
           break;
         case 'upstream-close':
@@ -160,6 +168,13 @@ export class RelayHost {
           break;
       }
     }
+  }
+
+  /** Per-line bus event, with the session (and rank, once known) of the connection. */
+  private emitLine(leg: Leg, line: string, where: { conn?: ClientId; session?: SessionId }): void {
+    const session = where.session ?? (where.conn !== undefined ? this.engine.sessionOfClient(where.conn) : undefined);
+    const rank = session !== undefined ? this.engine.identityOf(session)?.rank : undefined;
+    this.bus.emit({ type: 'line', leg, line, ...(where.conn !== undefined ? { conn: where.conn } : {}), ...(session !== undefined ? { session } : {}), ...(rank !== undefined ? { rank } : {}) });
   }
 
   async close(): Promise<void> {

@@ -261,6 +261,11 @@ export class RelayEngine {
     this.newSession(pmiid, upstreamId, null, out);
   }
 
+  /** The session a client connection belongs to, if it has one yet. */
+  sessionOfClient(client: ClientId): SessionId | undefined {
+    return this.clients.get(client)?.session ?? undefined;
+  }
+
   /** Rank, size, appnum, debug of a session once the upstream told them. */
   identityOf(pmiid: SessionId): UpstreamIdentity | null {
     const s = this.sessions.get(pmiid);

@@ -1,0 +1,107 @@
+/** `pmibridge tap URL`: watch a job's PMI traffic in the terminal, like tcpdump for PMI. */
+import { readFileSync } from 'node:fs';
+import { WebSocket } from 'ws';
+import { helpText, parseCommand, stringOption, UsageError, type CommandSpec } from './args.js';
+import { EXIT } from './exit-codes.js';
+import { parseTapAddress } from './tap-options.js';
+import { formatAddress } from '../protocol/address.js';
+
+export const spec: CommandSpec = {
+  name: 'tap',
+  usage: 'pmibridge tap URL [--token T | --token-file F] [--rank R] [--cmd C] [--json]',
+  summary: "Show a job's PMI traffic live: every line on every hop, and state changes (ranks joining, barriers, finalize).",
+  description: [
+    'URL: what run/serve/relay --tap printed (ws://127.0.0.1:PORT, or a Unix socket path).',
+    'The token comes from --token, --token-file, or $PMIBRIDGE_TAP_TOKEN. Colour on a terminal;',
+    '--json prints the events as JSON lines (schema version 1, see the README) for scripts.',
+    'Exits 0 when the job ends (the tap closes), 1 when it cannot connect or is refused.',
+  ].join('\n'),
+  options: {
+    token: { type: 'string', arg: 'T', help: 'the tap token' },
+    'token-file': { type: 'string', arg: 'FILE', help: 'read the token from FILE' },
+    rank: { type: 'string', arg: 'R', multiple: true, help: 'only these ranks (repeatable)' },
+    cmd: { type: 'string', arg: 'C', multiple: true, help: 'only lines of these commands, e.g. barrier_in, get (repeatable); state events always show' },
+    json: { type: 'boolean', help: 'one JSON event per line' },
+  },
+  examples: ['pmibridge tap ws://127.0.0.1:7777 --token-file ~/.pmibridge-tap --rank 3', 'pmibridge tap ws://127.0.0.1:7777 --token "$T" --json | jq .'],
+};
+
+const COLOURS: Record<string, string> = { 'client->server': '36', 'client->relay': '36', 'relay->upstream': '34', 'upstream->relay': '35', 'server->client': '32', 'relay->client': '32' };
+
+export async function main(argv: string[]): Promise<number> {
+  const { values, positionals } = parseCommand({ ...spec, allowPositionals: true }, argv);
+  if (values['help']) {
+    process.stdout.write(helpText(spec));
+    return EXIT.OK;
+  }
+  const target = positionals[0];
+  if (!target) throw new UsageError('tap', 'which tap? pmibridge tap ws://127.0.0.1:PORT (as printed by --tap)');
+  const file = stringOption(values, 'token-file');
+  const token = stringOption(values, 'token') ?? (file ? readFileSync(file, 'utf8').trim() : process.env['PMIBRIDGE_TAP_TOKEN']);
+  if (!token) throw new UsageError('tap', 'a token is needed: --token, --token-file or PMIBRIDGE_TAP_TOKEN');
+  const addr = parseTapAddress('tap', target);
+  const url = addr.kind === 'unix' ? `ws+unix://${addr.path}:/tap` : `ws://${formatAddress(addr)}/tap`;
+  const ranks = new Set(((values['rank'] as string[] | undefined) ?? []).map(Number));
+  const cmds = new Set((values['cmd'] as string[] | undefined) ?? []);
+  const json = Boolean(values['json']);
+  const colour = !json && process.stdout.isTTY;
+  const paint = (code: string, s: string) => (colour ? `\x1b[${code}m${s}\x1b[0m` : s);
+
+  return new Promise<number>((resolve) => {
+    const ws = new WebSocket(url, { headers: { authorization: `Bearer ${token}` }, maxPayload: 64 * 1024 * 1024 });
+    ws.on('unexpected-response', (_req, res) => {
+      process.stderr.write(`pmibridge tap: refused: HTTP ${res.statusCode}${res.statusCode === 401 ? ' (wrong or missing token)' : res.statusCode === 403 ? ' (this uid may not observe the job)' : ''}\n`);
+      resolve(EXIT.FAILURE);
+    });
+    ws.on('error', (err: NodeJS.ErrnoException) => {
+      process.stderr.write(`pmibridge tap: cannot connect to ${target}: ${err.code ?? err.message}\n`);
+      resolve(EXIT.FAILURE);
+    });
+    ws.on('close', () => resolve(EXIT.OK));
+    ws.on('message', (data: Buffer) => {
+      let ev: Record<string, unknown>;
+      try {
+        ev = JSON.parse(data.toString()) as Record<string, unknown>;
+      } catch {
+        return;
+      }
+      const rank = typeof ev['rank'] === 'number' ? ev['rank'] : undefined;
+      if (ranks.size && (rank === undefined || !ranks.has(rank))) return;
+      if (cmds.size && ev['kind'] === 'line' && !cmds.has(String(ev['cmd']))) return;
+      if (json) {
+        process.stdout.write(`${JSON.stringify(ev)}\n`);
+        return;
+      }
+      const t = typeof ev['t'] === 'string' && /^\d+$/.test(ev['t']) ? BigInt(ev['t']) : 0n;
+      const time = new Date(Number(t / 1_000_000n)).toISOString().slice(11, 23);
+      const session = typeof ev['session'] === 'number' ? ev['session'] : undefined;
+      const who = rank !== undefined ? `rank ${rank}` : session !== undefined ? `session ${session}` : '';
+      switch (ev['kind']) {
+        case 'line': {
+          const lat = typeof ev['latencyNs'] === 'number' ? paint('2', ` (${(ev['latencyNs'] / 1000).toFixed(0)} µs)`) : '';
+          const leg = String(ev['leg']);
+          process.stdout.write(`${time} ${who.padEnd(9)} ${paint(COLOURS[leg] ?? '0', leg.padEnd(15))} ${String(ev['line'])}${lat}\n`);
+          break;
+        }
+        case 'state': {
+          const { v: _v, seq: _s, t: _t, job: _j, kind: _k, event, ...rest } = ev;
+          const detail = Object.entries(rest).filter(([k]) => k !== 'rank' && k !== 'session').map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`).join(' ');
+          process.stdout.write(`${time} ${who.padEnd(9)} ${paint('33', `* ${String(event)}`)} ${detail}\n`);
+          break;
+        }
+        case 'gap':
+          process.stdout.write(paint('31', `${time} … ${String(ev['dropped'])} events missed (this viewer was too slow)\n`));
+          break;
+        case 'hello':
+          process.stdout.write(paint('2', `watching job ${String(ev['job'])} (${String(ev['role'])}${ev['redact'] ? ', values redacted' : ''})\n`));
+          break;
+        case 'snapshot': {
+          const st = ev['state'] as { ranks?: Array<{ rank: number | null; session: number | null; state: string; lastCmd: string }>; barrier?: { entered: number; size: number } } | undefined;
+          for (const r of st?.ranks ?? []) process.stdout.write(paint('2', `  rank ${r.rank ?? '?'}${r.session !== null ? ` (session ${r.session})` : ''}: ${r.state}${r.lastCmd ? `, last ${r.lastCmd}` : ''}\n`));
+          if (st?.barrier?.entered) process.stdout.write(paint('2', `  barrier: ${st.barrier.entered}/${st.barrier.size} in\n`));
+          break;
+        }
+      }
+    });
+  });
+}

@@ -1,0 +1,166 @@
+/**
+ * Tap events, schema version 1 (documented in the README): what observers of a job receive, one
+ * JSON object per WebSocket message.
+ *
+ *   common: { v: 1, seq, t, job, kind }   t = wall-clock time in ns as a decimal string (exact)
+ *   hello     { role: 'server'|'relay'|'run', redact: boolean }             first message
+ *   snapshot  { state: TapSnapshot }                                       second message
+ *   line      { leg, line, cmd, attrs, conn?, session?, rank?, pmiid?, latencyNs? }
+ *             latencyNs on replies: time since the matching request on the same hop
+ *   state     { event, rank?, session?, detail… }   connected, handshaken, held, taken-over,
+ *             finalized, aborted, refused-peer, barrier (entered/size), rank-failed, job-finished…
+ *   gap       { dropped }        this observer missed `dropped` events (it was too slow)
+ */
+import { isTokens, tokenize } from '../protocol/tokenize.js';
+import type { BusEvent, Leg } from '../host/bus.js';
+
+export const TAP_SCHEMA_VERSION = 1;
+
+interface Common {
+  readonly v: 1;
+  readonly seq: number;
+  readonly t: string;
+  readonly job: string;
+}
+
+export type TapLineEvent = Common & {
+  readonly kind: 'line';
+  readonly leg: Leg;
+  readonly line: string;
+  readonly cmd: string;
+  readonly attrs: Record<string, string>;
+  readonly conn?: number;
+  readonly session?: number;
+  readonly rank?: number;
+  readonly pmiid?: number;
+  readonly latencyNs?: number;
+};
+
+export type TapStateEvent = Common & { readonly kind: 'state'; readonly event: string; readonly rank?: number; readonly session?: number; readonly [detail: string]: unknown };
+
+export type TapEvent =
+  | (Common & { readonly kind: 'hello'; readonly role: 'server' | 'relay' | 'run'; readonly redact: boolean; readonly schema: number })
+  | (Common & { readonly kind: 'snapshot'; readonly state: unknown })
+  | TapLineEvent
+  | TapStateEvent
+  | (Common & { readonly kind: 'gap'; readonly dropped: number });
+
+const REQUEST_LEGS: ReadonlySet<Leg> = new Set(['client->server', 'client->relay', 'relay->upstream']);
+/** The request leg a reply answers on the same hop. */
+const REQUEST_OF: Readonly<Record<string, Leg>> = { 'server->client': 'client->server', 'relay->client': 'client->relay', 'upstream->relay': 'relay->upstream' };
+
+/** Wall-clock ns from a monotonic clock anchored once (Date.now() alone has ms resolution). */
+const anchorNs = BigInt(Date.now()) * 1_000_000n;
+const anchorHr = process.hrtime.bigint();
+export function nowNs(): bigint {
+  return anchorNs + (process.hrtime.bigint() - anchorHr);
+}
+
+/** Turns bus events into tap events: stamps time and sequence, parses lines, measures latency. */
+export class TapRecorder {
+  private seq = 0;
+  /** Pending requests per hop and connection: when and what was asked. */
+  private readonly pending = new Map<string, { t: bigint; cmd: string }>();
+
+  constructor(
+    readonly job: string,
+    readonly role: 'server' | 'relay' | 'run',
+    readonly redact: boolean,
+  ) {}
+
+  private common(): Common {
+    return { v: 1, seq: ++this.seq, t: nowNs().toString(), job: this.job };
+  }
+
+  hello(): TapEvent {
+    return { ...this.common(), kind: 'hello', role: this.role, redact: this.redact, schema: TAP_SCHEMA_VERSION };
+  }
+
+  snapshot(state: unknown): TapEvent {
+    return { ...this.common(), kind: 'snapshot', state };
+  }
+
+  gap(dropped: number): TapEvent {
+    return { ...this.common(), kind: 'gap', dropped };
+  }
+
+  /** The tap event for a bus event, or null for ones observers do not see. */
+  record(ev: BusEvent): TapEvent | null {
+    switch (ev.type) {
+      case 'line':
+        return this.line(ev);
+      case 'engine': {
+        const { type, ...detail } = ev.event;
+        return { ...this.common(), kind: 'state', event: type, ...flatten(detail) };
+      }
+      case 'relay': {
+        const { type, ...detail } = ev.event;
+        return { ...this.common(), kind: 'state', event: type, ...flatten(detail) };
+      }
+      case 'peer-refused':
+        return { ...this.common(), kind: 'state', event: 'refused-peer', peer: ev.peer, reason: ev.reason, ...(ev.uid !== undefined ? { uid: ev.uid } : {}) };
+      case 'listening':
+        return { ...this.common(), kind: 'state', event: 'listening', pmiPort: ev.pmiPort };
+      case 'closed':
+        return { ...this.common(), kind: 'state', event: 'closed', conn: ev.conn, reason: ev.reason, ...(ev.rank !== undefined ? { rank: ev.rank } : {}) };
+      case 'transport-error':
+        return null;
+    }
+  }
+
+  private line(ev: Extract<BusEvent, { type: 'line' }>): TapLineEvent {
+    const t = nowNs();
+    const line = this.redact ? redactValues(ev.line) : ev.line;
+    const tokens = tokenize(line);
+    const cmd = isTokens(tokens) ? (tokens.head === 'mcmd' ? `mcmd=${tokens.name}` : tokens.name) : '';
+    const attrs: Record<string, string> = Object.create(null) as Record<string, string>;
+    if (isTokens(tokens)) for (const [k, v] of tokens.attrs) attrs[k] = v;
+    const who = `${ev.conn ?? ''}/${ev.session ?? ''}`;
+    let latencyNs: number | undefined;
+    if (REQUEST_LEGS.has(ev.leg)) {
+      this.pending.set(`${ev.leg}|${who}`, { t, cmd });
+    } else {
+      const reqLeg = REQUEST_OF[ev.leg];
+      const key = `${reqLeg}|${who}`;
+      const p = this.pending.get(key);
+      if (p) {
+        latencyNs = Number(t - p.t);
+        this.pending.delete(key); // one latency per request (the set lines after initack have none)
+      }
+    }
+    return {
+      ...this.common(),
+      t: t.toString(),
+      kind: 'line',
+      leg: ev.leg,
+      line,
+      cmd,
+      attrs,
+      ...(ev.conn !== undefined ? { conn: ev.conn } : {}),
+      ...(ev.session !== undefined ? { session: ev.session, pmiid: ev.session } : {}),
+      ...(ev.rank !== undefined ? { rank: ev.rank } : {}),
+      ...(latencyNs !== undefined ? { latencyNs } : {}),
+    };
+  }
+
+  /** The command a reply answered (for metrics), read before `record` consumes it. */
+  requestOf(ev: Extract<BusEvent, { type: 'line' }>): string | undefined {
+    const reqLeg = REQUEST_OF[ev.leg];
+    return reqLeg ? this.pending.get(`${reqLeg}|${ev.conn ?? ''}/${ev.session ?? ''}`)?.cmd : undefined;
+  }
+}
+
+/** `--tap-redact values`: KVS values never leave the process. */
+export function redactValues(line: string): string {
+  return line.replace(/(^|[ \t])value=(.*)$/, (_m, sep: string, v: string) => `${sep}value=<redacted:${v.length}>`);
+}
+
+/** Nested objects (facts, status) become flat fields observers can filter on. */
+function flatten(detail: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(detail)) {
+    if (v && typeof v === 'object' && !Array.isArray(v)) for (const [k2, v2] of Object.entries(v as Record<string, unknown>)) out[`${k}.${k2}`] = v2;
+    else out[k] = v;
+  }
+  return out;
+}

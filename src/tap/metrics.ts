@@ -1,0 +1,45 @@
+/**
+ * Prometheus metrics (prom-client), fed by the same bus as logs and the tap. One registry per
+ * process, served at /metrics on the tap's HTTP port.
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { BusEvent } from '../host/bus.js';
+
+export class TapMetrics {
+  readonly registry = new Registry();
+  private readonly requests = new Counter({ name: 'pmibridge_requests_total', help: 'PMI requests answered, by command and result (ok: rc=0)', labelNames: ['cmd', 'result'] as const, registers: [this.registry] });
+  private readonly latency = new Histogram({
+    name: 'pmibridge_request_duration_seconds',
+    help: 'Time from a request to its reply on one hop, by command and hop',
+    labelNames: ['cmd', 'leg'] as const,
+    buckets: [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1, 5, 30],
+    registers: [this.registry],
+  });
+  readonly states = new Gauge({ name: 'pmibridge_ranks', help: 'Ranks (server) or sessions (relay) by state', labelNames: ['state'] as const, registers: [this.registry] });
+  private readonly takeovers = new Counter({ name: 'pmibridge_takeovers_total', help: 'Relay sessions taken over by a new connection (reconnects)', labelNames: ['was_held'] as const, registers: [this.registry] });
+  private readonly holdsExpired = new Counter({ name: 'pmibridge_hold_expired_total', help: 'Relay sessions closed because their client did not come back in time', registers: [this.registry] });
+  private readonly refused = new Counter({ name: 'pmibridge_refused_peers_total', help: 'Connections refused (wrong uid, bad handshake)', labelNames: ['where'] as const, registers: [this.registry] });
+  readonly observerDrops = new Counter({ name: 'pmibridge_tap_observer_drops_total', help: 'Tap events not delivered to a slow observer', registers: [this.registry] });
+  readonly observers = new Gauge({ name: 'pmibridge_tap_observers', help: 'Connected tap observers', registers: [this.registry] });
+
+  constructor() {
+    collectDefaultMetrics({ register: this.registry, prefix: 'pmibridge_process_' });
+  }
+
+  /** A reply on `leg` to a request of `cmd` took `latencyNs`. */
+  reply(cmd: string, leg: string, line: string, latencyNs: number | undefined): void {
+    const rc = /(?:^|\s)rc=(-?\d+)/.exec(line)?.[1];
+    this.requests.inc({ cmd, result: rc === undefined || rc === '0' ? 'ok' : 'error' });
+    if (latencyNs !== undefined) this.latency.observe({ cmd, leg }, latencyNs / 1e9);
+  }
+
+  event(ev: BusEvent): void {
+    if (ev.type === 'peer-refused') this.refused.inc({ where: 'listener' });
+    else if (ev.type === 'engine' && ev.event.type === 'refused') this.refused.inc({ where: 'handshake' });
+    else if (ev.type === 'relay') {
+      if (ev.event.type === 'taken-over' && (ev.event.previous !== null || ev.event.wasHeld)) this.takeovers.inc({ was_held: String(ev.event.wasHeld) });
+      else if (ev.event.type === 'hold-expired') this.holdsExpired.inc();
+      else if (ev.event.type === 'refused') this.refused.inc({ where: 'relay' });
+    }
+  }
+}

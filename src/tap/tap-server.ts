@@ -1,0 +1,219 @@
+/**
+ * The tap: observers watch a job's PMI traffic live over WebSocket, a browser gets the monitor
+ * page, Prometheus scrapes /metrics — all on one HTTP listener (loopback TCP, or a Unix socket).
+ *
+ * Safe by default:
+ * - every request needs the token (`Authorization: Bearer …` or `?token=`), checked in constant
+ *   time during the HTTP upgrade; /metrics too unless `metricsPublic`; on a Unix socket the peer's
+ *   uid must also be ours (SO_PEERCRED);
+ * - observers are read-only: what they send is discarded, and frames over `maxPayload` (small)
+ *   close them;
+ * - the job never waits for an observer: each one has a bounded send buffer; events that do not
+ *   fit are dropped and counted, announced to the observer as a `gap` once it catches up, and an
+ *   observer that keeps falling behind is disconnected.
+ */
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { readFileSync } from 'node:fs';
+import type { Duplex } from 'node:stream';
+import type { AddressInfo, Socket } from 'node:net';
+import { WebSocketServer, WebSocket } from 'ws';
+import type { ObserverBus } from '../host/bus.js';
+import type { PmiAddress } from '../protocol/address.js';
+import { formatAddress } from '../protocol/address.js';
+import { TapRecorder, type TapEvent } from './event.js';
+import { TapMetrics } from './metrics.js';
+import { TapState } from './state.js';
+import { presentedToken, tokenMatches } from './token.js';
+
+export interface TapServerOptions {
+  readonly listen: PmiAddress;
+  readonly token: string;
+  readonly job: string;
+  readonly role: 'server' | 'relay' | 'run';
+  readonly bus: ObserverBus;
+  readonly redact?: boolean;
+  readonly metricsPublic?: boolean;
+  /** Bytes queued for one observer before its events are dropped. */
+  readonly highWaterBytes?: number;
+  /** Events dropped for one observer before it is disconnected. */
+  readonly maxDrops?: number;
+}
+
+interface Observer {
+  readonly ws: WebSocket;
+  dropped: number;
+  unannounced: number;
+}
+
+export class TapServer {
+  readonly metrics = new TapMetrics();
+  readonly state = new TapState();
+  private readonly recorder: TapRecorder;
+  private readonly observers = new Set<Observer>();
+  private readonly wss = new WebSocketServer({ noServer: true, maxPayload: 4096, perMessageDeflate: false });
+  private readonly http = createServer((req, res) => void this.request(req, res));
+  private readonly highWater: number;
+  private readonly maxDrops: number;
+  private unsubscribe: () => void = () => undefined;
+  /** uid of a Unix-socket peer (SO_PEERCRED, loaded only for Unix taps). */
+  private peerUid: (s: Socket) => number | undefined = () => undefined;
+  /** The address observers use (ws://host:port or a Unix path). */
+  url = '';
+
+  constructor(private readonly opts: TapServerOptions) {
+    this.recorder = new TapRecorder(opts.job, opts.role, opts.redact ?? false);
+    this.highWater = opts.highWaterBytes ?? 256 * 1024;
+    this.maxDrops = opts.maxDrops ?? 10_000;
+    this.http.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => this.upgrade(req, socket, head));
+  }
+
+  async start(): Promise<string> {
+    const l = this.opts.listen;
+    if (l.kind === 'unix') {
+      const { peerCred } = await import('../transport/peercred.js');
+      this.peerUid = (s) => peerCred(s)?.uid;
+    }
+    await new Promise<void>((resolve, reject) => {
+      this.http.once('error', reject);
+      const done = () => {
+        this.http.off('error', reject);
+        resolve();
+      };
+      if (l.kind === 'tcp') this.http.listen(l.port, l.host, done);
+      else this.http.listen(l.path, done);
+    });
+    if (l.kind === 'tcp') {
+      const port = (this.http.address() as AddressInfo).port;
+      this.url = `ws://${formatAddress({ kind: 'tcp', host: l.host, port })}`;
+    } else {
+      this.url = l.path;
+    }
+    this.unsubscribe = this.opts.bus.subscribe((ev) => {
+      if (ev.type === 'line') {
+        const cmd = this.recorder.requestOf(ev);
+        const tapEv = this.recorder.record(ev);
+        if (tapEv?.kind === 'line' && cmd !== undefined) this.metrics.reply(cmd, ev.leg, ev.line, tapEv.latencyNs);
+        if (tapEv) this.publish(tapEv);
+        return;
+      }
+      this.metrics.event(ev);
+      const tapEv = this.recorder.record(ev);
+      if (tapEv) this.publish(tapEv);
+    }, { lines: true });
+    return this.url;
+  }
+
+  /** The monitor's address for a browser (TCP taps only). */
+  monitorUrl(): string | null {
+    return this.url.startsWith('ws://') ? `${this.url.replace(/^ws:/, 'http:')}/?token=${encodeURIComponent(this.opts.token)}` : null;
+  }
+
+  /** Never blocks, never throws: serialise once, then per observer send or drop. */
+  private publish(ev: TapEvent): void {
+    this.state.apply(ev);
+    if (this.observers.size === 0) return;
+    const msg = JSON.stringify(ev);
+    for (const o of this.observers) {
+      if (o.ws.readyState !== WebSocket.OPEN) continue;
+      if (o.ws.bufferedAmount > this.highWater) {
+        o.dropped++;
+        o.unannounced++;
+        this.metrics.observerDrops.inc();
+        if (o.dropped >= this.maxDrops) {
+          o.ws.terminate(); // hopelessly behind: let it reconnect and start from a snapshot
+          this.observers.delete(o);
+          this.metrics.observers.set(this.observers.size);
+        }
+        continue;
+      }
+      if (o.unannounced > 0) {
+        o.ws.send(JSON.stringify(this.recorder.gap(o.unannounced)));
+        o.unannounced = 0;
+      }
+      o.ws.send(msg);
+    }
+  }
+
+  private authorized(req: IncomingMessage): { ok: true } | { ok: false; status: number; why: string } {
+    if (this.opts.listen.kind === 'unix') {
+      const uid = this.peerUid(req.socket);
+      if (uid !== process.getuid?.()) return { ok: false, status: 403, why: `uid ${uid ?? 'unknown'} may not observe this job` };
+    }
+    if (!tokenMatches(presentedToken(req.headers, req.url), this.opts.token)) return { ok: false, status: 401, why: 'missing or wrong token' };
+    return { ok: true };
+  }
+
+  private upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    socket.on('error', () => socket.destroy());
+    const path = new URL(req.url ?? '/', 'http://x').pathname;
+    const auth = this.authorized(req);
+    if (!auth.ok || (path !== '/' && path !== '/tap')) {
+      const status = auth.ok ? 404 : auth.status;
+      socket.end(`HTTP/1.1 ${status} ${status === 401 ? 'Unauthorized' : status === 403 ? 'Forbidden' : 'Not Found'}\r\nConnection: close\r\nContent-Length: 0\r\n${status === 401 ? 'WWW-Authenticate: Bearer\r\n' : ''}\r\n`);
+      if (!auth.ok) this.opts.bus.emit({ type: 'peer-refused', peer: `tap observer ${req.socket.remoteAddress ?? 'unix'}`, reason: auth.why });
+      return;
+    }
+    this.wss.handleUpgrade(req, socket, head, (ws) => {
+      const o: Observer = { ws, dropped: 0, unannounced: 0 };
+      ws.on('message', () => undefined); // read-only: input is discarded
+      ws.on('error', () => ws.terminate());
+      ws.on('close', () => {
+        this.observers.delete(o);
+        this.metrics.observers.set(this.observers.size);
+      });
+      ws.send(JSON.stringify(this.recorder.hello()));
+      ws.send(JSON.stringify(this.recorder.snapshot(this.state.snapshot())));
+      this.observers.add(o);
+      this.metrics.observers.set(this.observers.size);
+    });
+  }
+
+  private async request(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const path = new URL(req.url ?? '/', 'http://x').pathname;
+    if (path === '/metrics') {
+      const auth = this.opts.metricsPublic ? ({ ok: true } as const) : this.authorized(req);
+      if (!auth.ok) return deny(res, auth.status, auth.why);
+      this.metrics.states.reset();
+      for (const r of this.state.snapshot().ranks) this.metrics.states.inc({ state: r.state });
+      res.writeHead(200, { 'content-type': this.metrics.registry.contentType });
+      res.end(await this.metrics.registry.metrics());
+      return;
+    }
+    if (path === '/' || path === '/index.html') {
+      const auth = this.authorized(req);
+      if (!auth.ok) return deny(res, auth.status, auth.why);
+      res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store', 'content-security-policy': "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self' ws: wss:" });
+      res.end(monitorPage());
+      return;
+    }
+    deny(res, 404, 'not found');
+  }
+
+  async close(): Promise<void> {
+    this.unsubscribe();
+    for (const o of this.observers) o.ws.close(1001, 'job finished');
+    this.observers.clear();
+    await new Promise<void>((resolve) => {
+      setTimeout(resolve, 500).unref();
+      this.http.close(() => resolve());
+      this.http.closeAllConnections();
+    });
+  }
+}
+
+function deny(res: ServerResponse, status: number, why: string): void {
+  res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', ...(status === 401 ? { 'www-authenticate': 'Bearer' } : {}) });
+  res.end(`${why}\n`);
+}
+
+let page: string | undefined;
+/** The monitor: one self-contained page (HTML with its script and style inlined; no CDN). */
+function monitorPage(): string {
+  if (page) return page;
+  const dir = new URL('./web/', import.meta.url);
+  const html = readFileSync(new URL('index.html', dir), 'utf8');
+  const js = readFileSync(new URL('monitor.js', dir), 'utf8');
+  const css = readFileSync(new URL('monitor.css', dir), 'utf8');
+  page = html.replace('<!--STYLE-->', `<style>\n${css}</style>`).replace('<!--SCRIPT-->', `<script>\n${js}</script>`);
+  return page;
+}
