@@ -59,6 +59,14 @@ export function parseCommand(spec: CommandSpec, argv: readonly string[]): { valu
   }
 }
 
+/** Parse a command line; print the help and return null when --help was asked. */
+export function parseOrHelp(spec: CommandSpec, argv: readonly string[]): { values: ParsedValues; positionals: string[] } | null {
+  const parsed = parseCommand(spec, argv);
+  if (!parsed.values['help']) return parsed;
+  process.stdout.write(helpText(spec));
+  return null;
+}
+
 export function helpText(spec: CommandSpec): string {
   const options = { ...spec.options, ...COMMON };
   const rows = Object.entries(options).map(([name, o]) => {

@@ -1,5 +1,5 @@
 /** `pmibridge protocol`: print the PMI-1 messages pmibridge speaks, from its own catalogue. */
-import { helpText, parseCommand, type CommandSpec } from './args.js';
+import { parseOrHelp, type CommandSpec } from './args.js';
 import { EXIT } from './exit-codes.js';
 import { QUERIES, REPLIES, catalogueMarkdown } from '../protocol/index.js';
 
@@ -11,9 +11,8 @@ export const spec: CommandSpec = {
 };
 
 export function main(argv: string[]): Promise<number> {
-  const { values } = parseCommand(spec, argv);
-  if (values['help']) process.stdout.write(helpText(spec));
-  else if (values['json']) process.stdout.write(`${JSON.stringify({ queries: QUERIES, replies: REPLIES }, null, 2)}\n`);
-  else process.stdout.write(catalogueMarkdown());
+  const parsed = parseOrHelp(spec, argv);
+  if (parsed?.values['json']) process.stdout.write(`${JSON.stringify({ queries: QUERIES, replies: REPLIES }, null, 2)}\n`);
+  else if (parsed) process.stdout.write(catalogueMarkdown());
   return Promise.resolve(EXIT.OK);
 }

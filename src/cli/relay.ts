@@ -1,7 +1,7 @@
 /** `pmibridge relay`: accept PMI_FD/TCP/Unix clients and forward each to an upstream server by session. */
 import { constants as osConstants } from 'node:os';
 import { createLogger, logBus } from './log.js';
-import { helpText, intOption, listOption, parseCommand, stringOption, UsageError, type CommandSpec } from './args.js';
+import { intOption, listOption, parseOrHelp, stringOption, UsageError, type CommandSpec } from './args.js';
 import { EXIT } from './exit-codes.js';
 import { parseDuration, RELAY_OPTIONS, resolveUpstream } from './relay-options.js';
 import { ObserverBus } from '../host/bus.js';
@@ -55,11 +55,9 @@ export function mapIdFrom(values: Record<string, unknown>): ((id: number) => num
 }
 
 export async function main(argv: string[]): Promise<number> {
-  const { values } = parseCommand(spec, argv);
-  if (values['help']) {
-    process.stdout.write(helpText(spec));
-    return EXIT.OK;
-  }
+  const parsed = parseOrHelp(spec, argv);
+  if (!parsed) return EXIT.OK;
+  const { values } = parsed;
   const upstreamText = stringOption(values, 'upstream');
   if (!upstreamText) throw new UsageError('relay', 'the upstream is required: --upstream unix:///path | tcp://host:port | env');
   const upstream = resolveUpstream('relay', upstreamText);

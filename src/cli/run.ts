@@ -1,6 +1,6 @@
 /** `pmibridge run`: the embedded server plus a launcher, like `mpiexec -n N prog`. */
 import { createLogger, logBus } from './log.js';
-import { helpText, intOption, parseCommand, splitCommand, stringOption, UsageError, type CommandSpec } from './args.js';
+import { intOption, parseOrHelp, splitCommand, stringOption, UsageError, type CommandSpec } from './args.js';
 import { EXIT } from './exit-codes.js';
 import { JOB_OPTIONS, jobOptions } from './server-options.js';
 import { parseDuration } from './relay-options.js';
@@ -41,11 +41,9 @@ export const spec: CommandSpec = {
 
 export async function main(argv: string[]): Promise<number> {
   const { ours, command } = splitCommand(spec, argv);
-  const { values } = parseCommand(spec, ours);
-  if (values['help']) {
-    process.stdout.write(helpText(spec));
-    return EXIT.OK;
-  }
+  const parsed = parseOrHelp(spec, ours);
+  if (!parsed) return EXIT.OK;
+  const { values } = parsed;
   const size = intOption(spec, values, 'np', 1, 1_000_000);
   if (size === undefined) throw new UsageError('run', 'the number of ranks is required: -n N');
   if (command.length === 0) throw new UsageError('run', 'no program given: pmibridge run -n N [--] program [args…]');

@@ -1,6 +1,6 @@
 /** `pmibridge serve`: a standalone PMI-1 server for ranks started by something else. */
 import { createLogger, logBus } from './log.js';
-import { helpText, intOption, listOption, parseCommand, stringOption, UsageError, type CommandSpec } from './args.js';
+import { intOption, listOption, parseOrHelp, stringOption, UsageError, type CommandSpec } from './args.js';
 import { EXIT } from './exit-codes.js';
 import { JOB_OPTIONS, jobOptions } from './server-options.js';
 import { ObserverBus } from '../host/bus.js';
@@ -35,11 +35,9 @@ export const spec: CommandSpec = {
 };
 
 export async function main(argv: string[]): Promise<number> {
-  const { values } = parseCommand(spec, argv);
-  if (values['help']) {
-    process.stdout.write(helpText(spec));
-    return EXIT.OK;
-  }
+  const parsed = parseOrHelp(spec, argv);
+  if (!parsed) return EXIT.OK;
+  const { values } = parsed;
   const size = intOption(spec, values, 'size', 1, 1_000_000);
   if (size === undefined) throw new UsageError('serve', 'the job size is required: --size N');
   const urls = listOption(values, 'listen');

@@ -12,7 +12,7 @@ import { spawn } from 'node:child_process';
 import type { Socket } from 'node:net';
 import { constants as osConstants } from 'node:os';
 import { createLogger, logBus } from './log.js';
-import { helpText, parseCommand, splitCommand, stringOption, UsageError, type CommandSpec } from './args.js';
+import { parseOrHelp, splitCommand, stringOption, UsageError, type CommandSpec } from './args.js';
 import { EXIT } from './exit-codes.js';
 import { parseDuration, RELAY_OPTIONS, resolveUpstream } from './relay-options.js';
 import { ObserverBus } from '../host/bus.js';
@@ -39,11 +39,9 @@ export const spec: CommandSpec = {
 
 export async function main(argv: string[]): Promise<number> {
   const { ours, command } = splitCommand(spec, argv);
-  const { values } = parseCommand(spec, ours);
-  if (values['help']) {
-    process.stdout.write(helpText(spec));
-    return EXIT.OK;
-  }
+  const parsed = parseOrHelp(spec, ours);
+  if (!parsed) return EXIT.OK;
+  const { values } = parsed;
   const [prog, ...args] = command;
   if (!prog) throw new UsageError('wrap', 'no program given: pmibridge wrap [--] program [args…]');
   const upstream = resolveUpstream('wrap', stringOption(values, 'upstream') ?? 'env');

@@ -188,12 +188,17 @@ export function replyDef(cmd: string): ReplyDef | undefined {
   return Object.hasOwn(REPLIES, cmd) ? REPLIES[cmd as keyof typeof REPLIES] : undefined;
 }
 
+const indexes = new WeakMap<object, ReadonlyMap<string, [string, AttrDef]>>();
+
 /** Every attribute name (and alias) a command knows, mapped to its main name and definition. */
 export function attributeIndex(attrs: Readonly<Record<string, AttrDef>>): ReadonlyMap<string, [string, AttrDef]> {
+  const known = indexes.get(attrs);
+  if (known) return known; // built once per table entry: decoding is on every line's path
   const index = new Map<string, [string, AttrDef]>();
   for (const [name, def] of Object.entries(attrs)) {
     index.set(name, [name, def]);
     for (const alias of def.aliases ?? []) index.set(alias, [name, def]);
   }
+  indexes.set(attrs, index);
   return index;
 }

@@ -137,6 +137,14 @@ export type DecodedReply =
   | { readonly ok: true; readonly reply: Reply; readonly tokens: Tokens }
   | { readonly ok: false; readonly problem: Problem; readonly tokens?: Tokens };
 
+const mergedReplyAttrs = new Map<string, Readonly<Record<string, AttrDef>>>();
+/** A reply's attributes with the common rc/msg, built once per reply name. */
+function replyAttrs(name: string, attrs: Readonly<Record<string, AttrDef>>): Readonly<Record<string, AttrDef>> {
+  let merged = mergedReplyAttrs.get(name);
+  if (!merged) mergedReplyAttrs.set(name, (merged = { ...REPLY_COMMON, ...attrs }));
+  return merged;
+}
+
 /**
  * Decode one reply line. Client-side reading rule (pmi-wire-protocol.md §11): missing rc = 0; a
  * successful reply must carry its required attributes; `value` is the rest of the line minus a
@@ -149,7 +157,7 @@ export function decodeReply(line: string): DecodedReply {
   if (!def || tokens.head !== 'cmd') {
     return { ok: false, tokens, problem: problem('E_UNKNOWN_REPLY', PMI_RC.FAIL, 'unknown_reply', `unexpected reply cmd=${tokens.name}`) };
   }
-  const decoded = decodeAttrs(tokens, { ...REPLY_COMMON, ...def.attrs }, false);
+  const decoded = decodeAttrs(tokens, replyAttrs(tokens.name, def.attrs), false);
   if (isProblem(decoded)) return { ok: false, tokens, problem: decoded };
   const rc = typeof decoded.values['rc'] === 'number' ? decoded.values['rc'] : 0;
   if (rc === 0) {
