@@ -85,7 +85,14 @@ export async function main(argv: string[]): Promise<number> {
   for (const { fd } of inherited) ports.push((await host.listen({ fd })).pmiPort);
   await sdNotify(`READY=1\nSTATUS=relaying ${ports.join(' ')} to ${upstream.description}\nMAINPID=${process.pid}`);
   const stopWatchdog = startWatchdog();
-  const tap = await startTap('relay', values, bus, upstream.description, 'relay');
+  let tap;
+  try {
+    tap = await startTap('relay', values, bus, upstream.description, 'relay');
+  } catch (err) {
+    stopWatchdog();
+    await host.close(); // the listeners would keep us running
+    throw err;
+  }
   process.stdout.write(values['json'] ? `${JSON.stringify({ upstream: upstream.description, listeners: ports.map((p) => ({ PMI_PORT: p })) })}\n` : ports.map((p) => `PMI_PORT=${p}\n`).join(''));
 
   const status = await new Promise<{ code: number; reason: string }>((resolve) => {

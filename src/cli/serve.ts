@@ -58,7 +58,13 @@ export async function main(argv: string[]): Promise<number> {
     await server.close();
     throw new Error(`cannot listen: ${(err as Error).message}`, { cause: err });
   }
-  const tap = await startTap('serve', values, bus, server.engine.kvsname, 'server');
+  let tap;
+  try {
+    tap = await startTap('serve', values, bus, server.engine.kvsname, 'server');
+  } catch (err) {
+    await server.close(); // the listeners would keep us running
+    throw err;
+  }
   if (values['json']) {
     const tapInfo = tap ? { tap: { url: tap.url, ...(tap.token ? { token: tap.token } : {}) } } : {};
     process.stdout.write(`${JSON.stringify({ size, kvsname: server.engine.kvsname, listeners: ports.map((p) => ({ PMI_PORT: p })), ...tapInfo })}\n`);

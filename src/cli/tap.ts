@@ -66,7 +66,9 @@ export async function main(argv: string[]): Promise<number> {
         return;
       }
       const rank = typeof ev['rank'] === 'number' ? ev['rank'] : undefined;
-      if (ranks.size && (rank === undefined || !ranks.has(rank))) return;
+      // Filters pick lines and state events; hello, snapshot and gap (events missed) always show.
+      const filtered = ev['kind'] === 'line' || ev['kind'] === 'state';
+      if (filtered && ranks.size && (rank === undefined || !ranks.has(rank))) return;
       if (cmds.size && ev['kind'] === 'line' && !cmds.has(String(ev['cmd']))) return;
       if (json) {
         process.stdout.write(`${JSON.stringify(ev)}\n`);

@@ -53,12 +53,15 @@ export class JobServer {
     const id = this.nextId++;
     const conn = new LineConnection(socket, this.engine.limits.maxLine, {
       onInput: (input) => {
+        const before = this.engine.rankOf(id);
+        const actions = this.guard(id, () => this.engine.receive(id, input));
+        // After the engine read it (initack binds the rank) and before what it caused.
         if (this.bus.wantsLines) {
           const line = input.kind === 'line' ? input.line : `${input.prefix}… (${input.length} bytes)`;
-          const rank = this.engine.rankOf(id);
+          const rank = before ?? this.engine.rankOf(id);
           this.bus.emit({ type: 'line', leg: 'client->server', conn: id, line, ...(rank !== undefined ? { rank } : {}) });
         }
-        this.apply(this.guard(id, () => this.engine.receive(id, input)));
+        this.apply(actions);
       },
       onClose: (reason) => {
         this.connections.delete(id);

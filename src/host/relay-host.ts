@@ -64,8 +64,10 @@ export class RelayHost {
     const id = this.nextClient++;
     const conn = new LineConnection(socket, this.maxLine, {
       onInput: (input) => {
+        const actions = this.engine.handle({ kind: 'client-input', client: id, input });
+        // After the engine read it (a first line, initack, names the session) and before what it caused.
         if (this.bus.wantsLines) this.emitLine('client->relay', input.kind === 'line' ? input.line : `${input.prefix}… (${input.length} bytes)`, { conn: id });
-        this.apply(this.engine.handle({ kind: 'client-input', client: id, input }));
+        this.apply(actions);
       },
       onClose: (reason) => {
         this.clients.delete(id);

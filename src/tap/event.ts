@@ -3,6 +3,11 @@
  * JSON object per WebSocket message.
  *
  *   common: { v: 1, seq, t, job, kind }   t = wall-clock time in ns as a decimal string (exact)
+ *             seq numbers the live events (line, state) 1, 2, 3… per tap, the same for every
+ *             observer, so an observer sees them contiguous unless it was told of a gap. The
+ *             per-observer messages take no number of their own: hello and snapshot carry the seq
+ *             of the last event the snapshot includes (the next live event is seq+1), a gap the
+ *             seq of the last event it missed.
  *   hello     { role: 'server'|'relay'|'run', redact: boolean }             first message
  *   snapshot  { state: TapSnapshot }                                       second message
  *   line      { leg, line, cmd, attrs, conn?, session?, rank?, pmiid?, latencyNs? }
@@ -68,20 +73,33 @@ export class TapRecorder {
     readonly redact: boolean,
   ) {}
 
+  /** Common fields of a live event: takes the next seq. */
   private common(): Common {
     return { v: 1, seq: ++this.seq, t: nowNs().toString(), job: this.job };
   }
 
+  /** Common fields of a message to one observer: numbers nothing (`seq` given). */
+  private own(seq: number): Common {
+    return { v: 1, seq, t: nowNs().toString(), job: this.job };
+  }
+
+  /** The seq of the last live event recorded (0 before the first). */
+  get lastSeq(): number {
+    return this.seq;
+  }
+
   hello(): TapEvent {
-    return { ...this.common(), kind: 'hello', role: this.role, redact: this.redact, schema: TAP_SCHEMA_VERSION };
+    return { ...this.own(this.seq), kind: 'hello', role: this.role, redact: this.redact, schema: TAP_SCHEMA_VERSION };
   }
 
+  /** `state` includes every live event up to `lastSeq`. */
   snapshot(state: unknown): TapEvent {
-    return { ...this.common(), kind: 'snapshot', state };
+    return { ...this.own(this.seq), kind: 'snapshot', state };
   }
 
-  gap(dropped: number): TapEvent {
-    return { ...this.common(), kind: 'gap', dropped };
+  /** An observer missed `dropped` live events, the last of them `lastMissed`. */
+  gap(dropped: number, lastMissed: number): TapEvent {
+    return { ...this.own(lastMissed), kind: 'gap', dropped };
   }
 
   /** The tap event for a bus event, or null for ones observers do not see. */
@@ -115,13 +133,12 @@ export class TapRecorder {
     const cmd = isTokens(tokens) ? (tokens.head === 'mcmd' ? `mcmd=${tokens.name}` : tokens.name) : '';
     const attrs: Record<string, string> = Object.create(null) as Record<string, string>;
     if (isTokens(tokens)) for (const [k, v] of tokens.attrs) attrs[k] = v;
-    const who = `${ev.conn ?? ''}/${ev.session ?? ''}`;
     let latencyNs: number | undefined;
     if (REQUEST_LEGS.has(ev.leg)) {
-      this.pending.set(`${ev.leg}|${who}`, { t, cmd });
+      this.pending.set(hopKey(ev.leg, ev), { t, cmd });
     } else {
       const reqLeg = REQUEST_OF[ev.leg];
-      const key = `${reqLeg}|${who}`;
+      const key = reqLeg ? hopKey(reqLeg, ev) : '';
       const p = this.pending.get(key);
       if (p) {
         latencyNs = Number(t - p.t);
@@ -146,8 +163,17 @@ export class TapRecorder {
   /** The command a reply answered (for metrics), read before `record` consumes it. */
   requestOf(ev: Extract<BusEvent, { type: 'line' }>): string | undefined {
     const reqLeg = REQUEST_OF[ev.leg];
-    return reqLeg ? this.pending.get(`${reqLeg}|${ev.conn ?? ''}/${ev.session ?? ''}`)?.cmd : undefined;
+    return reqLeg ? this.pending.get(hopKey(reqLeg, ev))?.cmd : undefined;
   }
+}
+
+/**
+ * One connection on one hop: the client's connection where there is one (server, and the relay's
+ * client side, whose first line — initack — comes before its session is known), else the relay's
+ * upstream connection of the session.
+ */
+function hopKey(leg: Leg, ev: { readonly conn?: number; readonly session?: number }): string {
+  return ev.conn !== undefined ? `${leg}|c${ev.conn}` : `${leg}|s${ev.session ?? ''}`;
 }
 
 /** `--tap-redact values`: KVS values never leave the process. */

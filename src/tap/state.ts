@@ -37,6 +37,8 @@ const STATE_OF: Readonly<Record<string, string>> = {
 
 export class TapState {
   private readonly views = new Map<string, RankView>();
+  /** A relay session's view, once merged into its rank's: events naming only the session find it. */
+  private readonly viewOfSession = new Map<number, string>();
   private barrier = { epoch: 0, entered: 0, size: 0 };
   private kvsKeys = 0;
   private readonly putKeys = new Set<string>();
@@ -44,13 +46,14 @@ export class TapState {
 
   private view(rank: number | undefined, session: number | undefined): RankView | null {
     if (rank === undefined && session === undefined) return null;
-    const key = rank !== undefined ? `r${rank}` : `s${session}`;
+    const key = rank !== undefined ? `r${rank}` : (this.viewOfSession.get(session as number) ?? `s${session}`);
     let v = this.views.get(key);
     if (!v && rank !== undefined && session !== undefined) {
       // a relay session learns its rank later: merge its view
       v = this.views.get(`s${session}`);
       if (v) this.views.delete(`s${session}`);
     }
+    if (rank !== undefined && session !== undefined) this.viewOfSession.set(session, key);
     if (!v) {
       v = { rank: rank ?? null, session: session ?? null, state: 'connecting', lastCmd: '', since: '0' };
     }

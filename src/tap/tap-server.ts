@@ -62,8 +62,10 @@ export class TapServer {
 
   constructor(private readonly opts: TapServerOptions) {
     this.recorder = new TapRecorder(opts.job, opts.role, opts.redact ?? false);
-    this.highWater = opts.highWaterBytes ?? 256 * 1024;
-    this.maxDrops = opts.maxDrops ?? 10_000;
+    // Defaults may be overridden from the environment, for tests that need an observer to fall
+    // behind within a small job: PMIBRIDGE_TAP_HIGH_WATER (bytes), PMIBRIDGE_TAP_MAX_DROPS (events).
+    this.highWater = opts.highWaterBytes ?? envInt('PMIBRIDGE_TAP_HIGH_WATER') ?? 256 * 1024;
+    this.maxDrops = opts.maxDrops ?? envInt('PMIBRIDGE_TAP_MAX_DROPS') ?? 10_000;
     this.http.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => this.upgrade(req, socket, head));
   }
 
@@ -71,7 +73,13 @@ export class TapServer {
     const l = this.opts.listen;
     if (l.kind === 'unix') {
       const { peerCred } = await import('../transport/peercred.js');
-      this.peerUid = (s) => peerCred(s)?.uid;
+      this.peerUid = (s) => {
+        try {
+          return peerCred(s)?.uid;
+        } catch {
+          return undefined; // no fd any more: unknown uid, refused
+        }
+      };
     }
     await new Promise<void>((resolve, reject) => {
       this.http.once('error', reject);
@@ -127,7 +135,7 @@ export class TapServer {
         continue;
       }
       if (o.unannounced > 0) {
-        o.ws.send(JSON.stringify(this.recorder.gap(o.unannounced)));
+        o.ws.send(JSON.stringify(this.recorder.gap(o.unannounced, ev.seq - 1)));
         o.unannounced = 0;
       }
       o.ws.send(msg);
@@ -191,14 +199,36 @@ export class TapServer {
 
   async close(): Promise<void> {
     this.unsubscribe();
-    for (const o of this.observers) o.ws.close(1001, 'job finished');
+    const sockets = [...this.observers].map((o) => o.ws);
     this.observers.clear();
+    // A closing handshake for each observer, but the job does not wait for one that does not
+    // answer (stalled, or stopped): after a grace period it is cut off.
+    await new Promise<void>((resolve) => {
+      let open = sockets.length;
+      if (open === 0) return resolve();
+      const timer = setTimeout(resolve, 500);
+      for (const ws of sockets) {
+        ws.once('close', () => {
+          if (--open === 0) {
+            clearTimeout(timer);
+            resolve();
+          }
+        });
+        ws.close(1001, 'job finished');
+      }
+    });
+    for (const ws of sockets) ws.terminate();
     await new Promise<void>((resolve) => {
       setTimeout(resolve, 500).unref();
       this.http.close(() => resolve());
       this.http.closeAllConnections();
     });
   }
+}
+
+function envInt(name: string): number | undefined {
+  const v = process.env[name];
+  return v !== undefined && /^\d+$/.test(v) ? Number(v) : undefined;
 }
 
 function deny(res: ServerResponse, status: number, why: string): void {
