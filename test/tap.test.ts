@@ -214,8 +214,8 @@ t.test('--metrics-public: /metrics without the token, nothing else', async (t) =
   const metrics = await httpGet(`${http}/metrics`);
   t.equal(metrics.status, 200, '/metrics without a token');
   t.match(metrics.type, /^text\/plain/);
-  t.match(metrics.body, /^pmibridge_requests_total\{cmd="init",result="ok"\} 1$/m, 'requests by command and result');
-  t.match(metrics.body, /^pmibridge_requests_total\{cmd="finalize",result="ok"\} 1$/m);
+  t.match(metrics.body, /^pmibridge_requests_total\{cmd="init",leg="server->client",result="ok"\} 1$/m, 'requests by command, hop and result');
+  t.match(metrics.body, /^pmibridge_requests_total\{cmd="finalize",leg="server->client",result="ok"\} 1$/m);
   t.match(metrics.body, /^pmibridge_request_duration_seconds_count\{cmd="init",leg="server->client"\} 1$/m, 'latency per hop');
   t.match(metrics.body, /^pmibridge_ranks\{state="finalized"\} 1$/m, 'ranks by state');
   t.equal((await httpGet(`${http}/`)).status, 401, 'the monitor still needs the token');

@@ -41,7 +41,12 @@ export async function main(argv: string[]): Promise<number> {
   if (!token) throw new UsageError('tap', 'a token is needed: --token, --token-file or PMIBRIDGE_TAP_TOKEN');
   const addr = parseTapAddress('tap', target);
   const url = addr.kind === 'unix' ? `ws+unix://${addr.path}:/tap` : `ws://${formatAddress(addr)}/tap`;
-  const ranks = new Set(((values['rank'] as string[] | undefined) ?? []).map(Number));
+  const ranks = new Set(
+    ((values['rank'] as string[] | undefined) ?? []).map((r) => {
+      if (!/^\d+$/.test(r)) throw new UsageError('tap', `--rank needs a rank number, got ${JSON.stringify(r)}`);
+      return Number(r);
+    }),
+  );
   const cmds = new Set((values['cmd'] as string[] | undefined) ?? []);
   const json = Boolean(values['json']);
   const colour = !json && process.stdout.isTTY;

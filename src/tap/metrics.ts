@@ -7,7 +7,7 @@ import type { BusEvent } from '../host/bus.js';
 
 export class TapMetrics {
   readonly registry = new Registry();
-  private readonly requests = new Counter({ name: 'pmibridge_requests_total', help: 'PMI requests answered, by command and result (ok: rc=0)', labelNames: ['cmd', 'result'] as const, registers: [this.registry] });
+  private readonly requests = new Counter({ name: 'pmibridge_requests_total', help: 'PMI requests answered, by command, result (ok: rc=0) and hop (a relayed request is answered on two hops)', labelNames: ['cmd', 'result', 'leg'] as const, registers: [this.registry] });
   private readonly latency = new Histogram({
     name: 'pmibridge_request_duration_seconds',
     help: 'Time from a request to its reply on one hop, by command and hop',
@@ -29,7 +29,7 @@ export class TapMetrics {
   /** A reply on `leg` to a request of `cmd` took `latencyNs`. */
   reply(cmd: string, leg: string, line: string, latencyNs: number | undefined): void {
     const rc = /(?:^|\s)rc=(-?\d+)/.exec(line)?.[1];
-    this.requests.inc({ cmd, result: rc === undefined || rc === '0' ? 'ok' : 'error' });
+    this.requests.inc({ cmd, leg, result: rc === undefined || rc === '0' ? 'ok' : 'error' });
     if (latencyNs !== undefined) this.latency.observe({ cmd, leg }, latencyNs / 1e9);
   }
 
