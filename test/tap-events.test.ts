@@ -164,6 +164,7 @@ t.test('--tap-redact values: value= hidden in line and attrs for put and get_res
   t.equal(redactValues('cmd=put kvsname=job key=k value='), 'cmd=put kvsname=job key=k value=<redacted:0>');
   t.equal(redactValues('cmd=put kvsname=job key=k\tvalue=xyz'), 'cmd=put kvsname=job key=k\tvalue=<redacted:3>');
   t.equal(redactValues('cmd=put kvsname=job key=xvalue=1'), 'cmd=put kvsname=job key=xvalue=1', 'only a value= attribute');
+  t.equal(redactValues('cmd=get_result rc=0 value=secret found=TRUE'), 'cmd=get_result rc=0 value=<redacted:6> found=TRUE', "hydra 4.1's trailing found= stays, and the length is the value's");
 
   const plain = new TapRecorder('job', 'server', false);
   t.equal(recordLine(plain, 'client->server', 'cmd=put kvsname=job key=card value=v', { conn: 1 }).line, 'cmd=put kvsname=job key=card value=v', 'without --tap-redact: as on the wire');

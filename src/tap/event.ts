@@ -176,9 +176,12 @@ function hopKey(leg: Leg, ev: { readonly conn?: number; readonly session?: numbe
   return ev.conn !== undefined ? `${leg}|c${ev.conn}` : `${leg}|s${ev.session ?? ''}`;
 }
 
-/** `--tap-redact values`: KVS values never leave the process. */
+/**
+ * `--tap-redact values`: KVS values never leave the process. The value runs to the end of the line
+ * (flux writes spaces in it), except hydra 4.1/4.2's trailing ` found=TRUE`, which stays visible.
+ */
 export function redactValues(line: string): string {
-  return line.replace(/(^|[ \t])value=(.*)$/, (_m, sep: string, v: string) => `${sep}value=<redacted:${v.length}>`);
+  return line.replace(/(^|[ \t])value=(.*?)((?:[ \t]+found=(?:TRUE|FALSE))?)$/, (_m, sep: string, v: string, tail: string) => `${sep}value=<redacted:${v.length}>${tail}`);
 }
 
 /** Nested objects (facts, status) become flat fields observers can filter on. */
