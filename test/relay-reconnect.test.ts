@@ -7,31 +7,9 @@
 //   restore leaves it: the newer connection wins;
 // - a rank that never comes back: its hold expires and the job fails with a clear message.
 import t from 'tap';
-import type { ChildProcess } from 'node:child_process';
-import { exitOf, runCli, startCli, waitForLine, envWithPmibridge } from './fixtures/cli.js';
+import { exitOf, runCli, startCli, waitForLine, envWithPmibridge, collect, until } from './fixtures/cli.js';
 
-const collect = (child: ChildProcess) => {
-  const out = { stdout: '', stderr: '' };
-  child.stdout?.on('data', (d: Buffer) => (out.stdout += d.toString()));
-  child.stderr?.on('data', (d: Buffer) => (out.stderr += d.toString()));
-  return out;
-};
 
-function until(what: string, cond: () => boolean, timeoutMs = 20_000): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      clearInterval(poll);
-      reject(new Error(`timed out waiting for ${what}`));
-    }, timeoutMs);
-    const poll = setInterval(() => {
-      if (cond()) {
-        clearInterval(poll);
-        clearTimeout(timer);
-        resolve();
-      }
-    }, 20);
-  });
-}
 
 async function job(size: number, hold: string) {
   const server = startCli(['serve', '-n', String(size), '--listen', 'unix', '--log-level', 'debug']);

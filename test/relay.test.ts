@@ -1,19 +1,12 @@
 // The relay with real peers: MPICH ranks through `wrap` (PMI_FD) and `relay` (TCP) to a
 // Unix-socket server; hydra as the upstream; ranks started under debuggers through the relay.
 import t from 'tap';
-import type { ChildProcess } from 'node:child_process';
-import { exitOf, runCommand, startCli, waitForLine, envWithPmibridge, runCli } from './fixtures/cli.js';
+import { exitOf, runCommand, startCli, waitForLine, envWithPmibridge, runCli, collect } from './fixtures/cli.js';
 import { mpichMissing, mpiProgram } from './fixtures/mpich.js';
 import { attachJob, has } from './fixtures/attach.js';
 
 const skip = mpichMissing() ?? false;
 
-const collect = (child: ChildProcess) => {
-  const out = { stdout: '', stderr: '' };
-  child.stdout?.on('data', (d: Buffer) => (out.stdout += d.toString()));
-  child.stderr?.on('data', (d: Buffer) => (out.stderr += d.toString()));
-  return out;
-};
 
 async function unixServer(n: number, extra: string[] = []) {
   const server = startCli(['serve', '-n', String(n), '--listen', 'unix', ...extra]);

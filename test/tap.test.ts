@@ -9,7 +9,7 @@ import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync } fr
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { WebSocket } from 'ws';
-import { envWithPmibridge, exitOf, runCli, runCommand, startCli, waitForLine } from './fixtures/cli.js';
+import { envWithPmibridge, exitOf, runCli, runCommand, startCli, waitForLine, collect, until } from './fixtures/cli.js';
 import { mpichMissing, mpiProgram } from './fixtures/mpich.js';
 import { asOther, otherUid, otherUserMissing } from './fixtures/other-user.js';
 
@@ -35,28 +35,7 @@ interface Ev {
 
 const live = (e: Ev) => e.kind === 'line' || e.kind === 'state';
 
-function collect(child: ChildProcess) {
-  const out = { stdout: '', stderr: '' };
-  child.stdout?.on('data', (d: Buffer) => (out.stdout += d.toString()));
-  child.stderr?.on('data', (d: Buffer) => (out.stderr += d.toString()));
-  return out;
-}
 
-function until(what: string, cond: () => boolean, timeoutMs = 20_000): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      clearInterval(poll);
-      reject(new Error(`timed out waiting for ${what}`));
-    }, timeoutMs);
-    const poll = setInterval(() => {
-      if (cond()) {
-        clearInterval(poll);
-        clearTimeout(timer);
-        resolve();
-      }
-    }, 10);
-  });
-}
 
 /** `p`, or `fallback` after `ms` (the timer does not keep the test alive). */
 const orAfter = <T>(p: Promise<T>, ms: number, fallback: T): Promise<T> => Promise.race([p, new Promise<T>((resolve) => setTimeout(() => resolve(fallback), ms).unref())]);
