@@ -5,9 +5,11 @@
  * ends are sockets of this kernel: the client's end is the row of /proc/net/tcp (or tcp6) whose
  * local address is our remote one and whose remote address is our local one; its `uid` column is
  * the owner. Look it up right after accept: once the client closes, the row goes away.
+ * Primary path: netlink sock_diag by exact 4-tuple (sock-diag.ts); /proc/net/tcp is the fallback.
  */
 import { readFileSync } from 'node:fs';
 import { isIPv4, isIPv6 } from 'node:net';
+import { tcpSocketUid } from './sock-diag.js';
 
 /** The bytes of an IPv4 or IPv6 address (v4-mapped v6 included). */
 function addressBytes(ip: string): number[] {
@@ -53,6 +55,41 @@ export interface SocketEnds {
   readonly localPort?: number | undefined;
 }
 
+let sockDiag: typeof tcpSocketUid | undefined = tcpSocketUid;
+
+/**
+ * Rows of /proc/net/tcp{,6} as "local remote" → uid, read at most once per event-loop turn: a
+ * burst of accepts (libuv accepts until the queue is empty, then runs our callbacks) shares one
+ * read instead of each scanning a table that grows with every connection (O(n²) for n clients).
+ */
+const tables = new Map<string, Map<string, number>>();
+let flushScheduled = false;
+
+function table(path: string, fresh: boolean): Map<string, number> {
+  let t = fresh ? undefined : tables.get(path);
+  if (t) return t;
+  t = new Map();
+  let text = '';
+  try {
+    text = readFileSync(path, 'latin1');
+  } catch {
+    // no such table (e.g. IPv6 disabled)
+  }
+  for (const row of text.split('\n')) {
+    const f = row.trim().split(/\s+/);
+    if (f.length > 7 && f[1] && f[2]) t.set(`${f[1]} ${f[2]}`, Number(f[7]));
+  }
+  tables.set(path, t);
+  if (!flushScheduled) {
+    flushScheduled = true;
+    setImmediate(() => {
+      tables.clear();
+      flushScheduled = false;
+    });
+  }
+  return t;
+}
+
 /** uid owning the client end of an accepted loopback TCP connection, or undefined. */
 export function tcpPeerUid(sock: SocketEnds, procRoot = '/proc/net'): number | undefined {
   const { remoteAddress, remotePort, localAddress, localPort } = sock;
@@ -60,6 +97,15 @@ export function tcpPeerUid(sock: SocketEnds, procRoot = '/proc/net'): number | u
   const unmap = (a: string) => a.replace(/^::ffff:(?=\d+\.\d+\.\d+\.\d+$)/i, '');
   const ra = unmap(remoteAddress);
   const la = unmap(localAddress);
+  // The client's socket: local end = our remote, remote end = our local. Ask the kernel directly.
+  if (procRoot === '/proc/net' && sockDiag) {
+    try {
+      const uid = sockDiag(ra, remotePort, la, localPort) ?? (isIPv4(ra) ? sockDiag(`::ffff:${ra}`, remotePort, `::ffff:${la}`, localPort) : undefined);
+      if (uid !== undefined) return uid;
+    } catch {
+      sockDiag = undefined; // no sock_diag here (old kernel, seccomp): read /proc from now on
+    }
+  }
   // A v4 client of a dual-stack listener sits in tcp, written as v4; try both tables and forms.
   const keys: Array<[string, string]> = [];
   if (isIPv4(ra) && isIPv4(la)) {
@@ -68,16 +114,11 @@ export function tcpPeerUid(sock: SocketEnds, procRoot = '/proc/net'): number | u
   } else {
     keys.push(['tcp6', `${procAddress(ra)}:${hexPort(remotePort)} ${procAddress(la)}:${hexPort(localPort)}`]);
   }
-  for (const [table, key] of keys) {
-    let text: string;
-    try {
-      text = readFileSync(`${procRoot}/${table}`, 'latin1');
-    } catch {
-      continue;
-    }
-    for (const row of text.split('\n')) {
-      const f = row.trim().split(/\s+/);
-      if (f.length > 7 && `${f[1]} ${f[2]}` === key) return Number(f[7]);
+  // From this turn's tables first; a connection newer than them gets one fresh read.
+  for (const fresh of [false, true]) {
+    for (const [name, key] of keys) {
+      const uid = table(`${procRoot}/${name}`, fresh).get(key);
+      if (uid !== undefined) return uid;
     }
   }
   return undefined;
