@@ -7,9 +7,8 @@
  * costs ~15-20 µs, twice per round trip and the same for both servers, so the unpinned ratio is
  * mostly that constant; pinned, the ratio shows what each server itself spends per request.
  */
-import { compareRuns, SIDE_NAME, type Transport } from './lib/pmi-load.js';
-import { median } from './lib/stats.js';
-import { figure, type Benchmark, type Figure } from './lib/types.js';
+import { compareRuns, latencyFigure, type Transport } from './lib/pmi-load.js';
+import type { Benchmark, Figure } from './lib/types.js';
 
 const TRANSPORTS: readonly Transport[] = ['unix', 'tcp', 'fd'];
 const LABEL: Record<Transport, string> = { unix: 'Unix socket', tcp: 'TCP 127.0.0.1', fd: 'PMI_FD socketpair' };
@@ -29,19 +28,7 @@ export const benchmark: Benchmark = {
       const where = cpu === undefined ? '' : ', one CPU';
       ctx.log(`B1 ${LABEL[t]}${where}: ${runs} runs × ${mode.iters} gets per side`);
       const r = await compareRuns(ctx, t, { clients: 1, connsPerProcess: 1, mode, ...(cpu === undefined ? {} : { cpu }) }, runs);
-      figures.push(
-        figure({
-          name: `B1 get RTT, ${LABEL[t]}${where}`,
-          value: median(r.pmibridge.map((x) => x.p50us)),
-          p99: median(r.pmibridge.map((x) => x.p99us)),
-          unit: 'us',
-          baseline: median(r.c.map((x) => x.p50us)),
-          baselineP99: median(r.c.map((x) => x.p99us)),
-          baselineName: SIDE_NAME.c,
-          goal: { op: '<=', ratio: 1.3 },
-          runs,
-        }),
-      );
+      figures.push(latencyFigure(`B1 get RTT, ${LABEL[t]}${where}`, r, { op: '<=', ratio: 1.3 }, runs));
     }
     return figures;
   },

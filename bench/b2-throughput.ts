@@ -5,7 +5,7 @@
  * The clients start together (a PMI barrier), warm up, then count the gets completed inside the
  * same window; a tail keeps every client loading the server until all windows have closed.
  */
-import { compareRuns, SIDE_NAME } from './lib/pmi-load.js';
+import { compareRuns, latencyFigure, SIDE_NAME } from './lib/pmi-load.js';
 import { median } from './lib/stats.js';
 import { figure, type Benchmark, type Figure, type Goal } from './lib/types.js';
 
@@ -40,17 +40,7 @@ export const benchmark: Benchmark = {
           goal: GOAL[n] ?? null,
           runs,
         }),
-        figure({
-          name: `B2 get RTT under load, ${n} client${n > 1 ? 's' : ''}`,
-          value: median(r.pmibridge.map((x) => x.p50us)),
-          p99: median(r.pmibridge.map((x) => x.p99us)),
-          unit: 'us',
-          baseline: median(r.c.map((x) => x.p50us)),
-          baselineP99: median(r.c.map((x) => x.p99us)),
-          baselineName: SIDE_NAME.c,
-          goal: null,
-          runs,
-        }),
+        latencyFigure(`B2 get RTT under load, ${n} client${n > 1 ? 's' : ''}`, r, null, runs),
       );
     }
     return figures;

@@ -16,8 +16,8 @@
 import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { envWithoutPmi, start as startProcess, type Started } from './proc.js';
-import { Histogram } from './stats.js';
-import type { BenchContext } from './types.js';
+import { Histogram, median } from './stats.js';
+import { figure, type BenchContext, type Figure, type Goal } from './types.js';
 
 export type Side = 'pmibridge' | 'c';
 export type Transport = 'unix' | 'tcp' | 'fd';
@@ -153,4 +153,19 @@ export async function compareRuns(ctx: BenchContext, transport: Transport, spec:
     for (const side of order) out[side].push(await runLoad(ctx, side, transport, spec));
   }
   return out;
+}
+
+/** The round-trip figure (median of the runs' p50 and p99) of a pmibridge-vs-C comparison. */
+export function latencyFigure(name: string, r: Record<Side, LoadResult[]>, goal: Goal | null, runs: number): Figure {
+  return figure({
+    name,
+    value: median(r.pmibridge.map((x) => x.p50us)),
+    p99: median(r.pmibridge.map((x) => x.p99us)),
+    unit: 'us',
+    baseline: median(r.c.map((x) => x.p50us)),
+    baselineP99: median(r.c.map((x) => x.p99us)),
+    baselineName: SIDE_NAME.c,
+    goal,
+    runs,
+  });
 }
