@@ -7,7 +7,7 @@ import { connect as netConnect, Socket } from 'node:net';
 import type { PmiAddress } from '../protocol/address.js';
 import { defaultLimits } from '../protocol/limits.js';
 import { RelayEngine, type RelayEngineOptions, type UpstreamIdentity } from '../relay/engine.js';
-import type { ClientFacts, ClientId, RelayAction, RelayEvent, SessionId } from '../relay/types.js';
+import type { ClientFacts, ClientId, RelayAction, RelayEvent, RelayInput, SessionId } from '../relay/types.js';
 import { LineConnection } from '../transport/line-connection.js';
 import { listen, listenInherited, listenPrivateUnix, type AcceptedPeer, type Listener } from '../transport/listen.js';
 import { ObserverBus, type Leg } from './bus.js';
@@ -63,19 +63,19 @@ export class RelayHost {
   attachClient(socket: Socket, facts: ClientFacts): ClientId {
     const id = this.nextClient++;
     const conn = new LineConnection(socket, this.maxLine, {
-      onInput: (input) => {
-        const actions = this.engine.handle({ kind: 'client-input', client: id, input });
-        // After the engine read it (a first line, initack, names the session) and before what it caused.
-        if (this.bus.wantsLines) this.emitLine('client->relay', input.kind === 'line' ? input.line : `${input.prefix}… (${input.length} bytes)`, { conn: id });
-        this.apply(actions);
-      },
+      onInput: (input) =>
+        // The line event goes out after the engine read the line (a first line, initack, names
+        // the session) and before what it caused.
+        this.step({ kind: 'client-input', client: id, input }, () => {
+          if (this.bus.wantsLines) this.emitLine('client->relay', input.kind === 'line' ? input.line : `${input.prefix}… (${input.length} bytes)`, { conn: id });
+        }),
       onClose: (reason) => {
         this.clients.delete(id);
-        this.apply(this.engine.handle({ kind: 'client-close', client: id, reason }));
+        this.step({ kind: 'client-close', client: id, reason });
       },
     });
     this.clients.set(id, conn);
-    this.apply(this.engine.handle({ kind: 'client-connect', client: id, facts }));
+    this.step({ kind: 'client-connect', client: id, facts });
     return id;
   }
 
@@ -93,7 +93,7 @@ export class RelayHost {
           reject(new Error(e.type === 'session-closed' ? e.reason : e.message));
         }
       });
-      this.apply(this.engine.handle({ kind: 'prepare', session: pmiid }));
+      this.step({ kind: 'prepare', session: pmiid });
     });
   }
 
@@ -107,11 +107,17 @@ export class RelayHost {
     let socket: Socket;
     if (spec.kind === 'fd') {
       if (this.fdUsed) {
-        this.apply(this.engine.handle({ kind: 'upstream-close', session, reason: 'the inherited PMI_FD carries a single session' }));
+        this.step({ kind: 'upstream-close', session, reason: 'the inherited PMI_FD carries a single session' });
         return;
       }
       this.fdUsed = true;
-      socket = new Socket({ fd: spec.fd, readable: true, writable: true });
+      try {
+        socket = new Socket({ fd: spec.fd, readable: true, writable: true });
+      } catch (err) {
+        // e.g. PMI_FD names a descriptor that is closed or not a socket
+        this.step({ kind: 'upstream-close', session, reason: `cannot use the inherited PMI_FD ${spec.fd}: ${(err as Error).message}` });
+        return;
+      }
     } else {
       const a = spec.address;
       socket = a.kind === 'tcp' ? netConnect({ host: a.host, port: a.port, noDelay: true }) : netConnect({ path: a.path });
@@ -119,16 +125,34 @@ export class RelayHost {
     const conn = new LineConnection(socket, this.maxLine, {
       onInput: (input) => {
         if (this.bus.wantsLines) this.emitLine('upstream->relay', input.kind === 'line' ? input.line : `${input.prefix}… (${input.length} bytes)`, { session });
-        this.apply(this.engine.handle({ kind: 'upstream-input', session, input }));
+        this.step({ kind: 'upstream-input', session, input });
       },
       onClose: (reason) => {
         this.upstreams.delete(session);
-        this.apply(this.engine.handle({ kind: 'upstream-close', session, reason }));
+        this.step({ kind: 'upstream-close', session, reason });
       },
     });
     this.upstreams.set(session, conn);
-    if (spec.kind === 'fd' || !socket.connecting) this.apply(this.engine.handle({ kind: 'upstream-connected', session }));
-    else socket.once('connect', () => this.apply(this.engine.handle({ kind: 'upstream-connected', session })));
+    if (spec.kind === 'fd' || !socket.connecting) this.step({ kind: 'upstream-connected', session });
+    else socket.once('connect', () => this.step({ kind: 'upstream-connected', session }));
+  }
+
+  /**
+   * Feed the engine one input and carry out its actions. Like JobServer's guard: the engine
+   * promises never to throw on peer input; should a bug break that promise, only the connection
+   * the input came from is lost (logged), never the relay and its other sessions.
+   */
+  private step(input: RelayInput, beforeApply?: () => void): void {
+    try {
+      const actions = this.engine.handle(input);
+      beforeApply?.();
+      this.apply(actions);
+    } catch (err) {
+      const where = 'client' in input ? `client ${input.client}` : `session ${input.session}`;
+      this.bus.emit({ type: 'transport-error', message: `internal error while handling ${input.kind} of ${where}; closing it: ${String((err as Error)?.stack ?? err)}` });
+      if ('client' in input) this.clients.get(input.client)?.destroy();
+      else this.upstreams.get(input.session)?.destroy();
+    }
   }
 
   private apply(actions: readonly RelayAction[]): void {
@@ -155,7 +179,7 @@ export class RelayHost {
           clearTimeout(this.timers.get(a.session));
           const t = setTimeout(() => {
             this.timers.delete(a.session);
-            this.apply(this.engine.handle({ kind: 'timer', session: a.session }));
+            this.step({ kind: 'timer', session: a.session });
           }, a.ms);
           this.timers.set(a.session, t);
           break;
