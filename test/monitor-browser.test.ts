@@ -49,7 +49,7 @@ t.test('web monitor follows a 4-rank job live', { skip: noChromium, timeout: 60_
     args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
   });
   t.teardown(() => browser.close());
-  const context = await browser.newContext({ viewport: { width: 1280, height: 1000 }, deviceScaleFactor: 1, colorScheme: 'light' });
+  const context = await browser.newContext({ viewport: { width: 1280, height: 1000 }, deviceScaleFactor: 1, colorScheme: 'light', reducedMotion: 'reduce' }); // no bar animation: widths are read as rendered
   const problems: string[] = [];
   const foreign: string[] = [];
   const watch = (page: Page) => {
