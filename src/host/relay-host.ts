@@ -24,6 +24,8 @@ export interface RelayHostOptions {
   readonly allowUids?: readonly number[];
   readonly maxLine?: number;
   readonly bus?: ObserverBus;
+  /** Answer gets from the current barrier epoch's answers (default true; see relay/kvs-cache.ts). */
+  readonly kvsCache?: boolean;
 }
 
 export class RelayHost {
@@ -40,7 +42,7 @@ export class RelayHost {
 
   constructor(private readonly opts: RelayHostOptions) {
     const upstream: RelayEngineOptions['upstream'] = opts.upstream.kind === 'fd' ? { mode: 'fd', identity: opts.upstream.identity } : { mode: 'socket' };
-    this.engine = new RelayEngine({ upstream, holdMs: opts.holdMs, ...(opts.mapId ? { mapId: opts.mapId } : {}) });
+    this.engine = new RelayEngine({ upstream, holdMs: opts.holdMs, ...(opts.mapId ? { mapId: opts.mapId } : {}), ...(opts.kvsCache !== undefined ? { kvsCache: opts.kvsCache } : {}) });
     this.bus = opts.bus ?? new ObserverBus();
     this.maxLine = opts.maxLine ?? defaultLimits().maxLine;
   }

@@ -24,6 +24,7 @@
  *    the rank and size the upstream gave (or, for an inherited-fd upstream, PMI_RANK/PMI_SIZE).
  */
 import { formatReply, preview, tokenize, isTokens, wireMsg, type Framed, type Tokens } from '../protocol/index.js';
+import { RelayKvsCache, type CacheStats } from './kvs-cache.js';
 import type { ClientFacts, ClientId, RelayAction, RelayEvent, RelayInput, SessionId, SessionState } from './types.js';
 
 export interface UpstreamIdentity {
@@ -44,6 +45,11 @@ export interface RelayEngineOptions {
   readonly mapId?: (pmiid: number) => number | undefined;
   /** How long a disconnected session is held (ms); null holds until the job ends; 0 passes through. */
   readonly holdMs: number | null;
+  /**
+   * Answer `get`s from the answers of the current barrier epoch (kvs-cache.ts). Default true;
+   * false forwards every get (to measure the hop, or to rule the cache out when debugging).
+   */
+  readonly kvsCache?: boolean;
 }
 
 /** Requests that change nothing upstream: they may pass a kept reply without voiding it. */
@@ -58,6 +64,11 @@ interface Inflight {
   /** The client that asked, or null once it went away (the reply will be kept). */
   client: ClientId | null;
   readonly put?: readonly [string, string];
+  /**
+   * A `get` not sent upstream yet: it waits for another session's fetch of the same key (parked),
+   * or it is the fetch itself (fetching). `ck` is its cache key.
+   */
+  readonly cache?: { readonly ck: string; readonly parked: boolean };
 }
 
 interface Session {
@@ -80,6 +91,8 @@ interface Session {
   readonly queue: Array<{ client: ClientId; line: string }>;
   /** Lines of an mcmd=spawn block being forwarded. */
   inSpawn: boolean;
+  /** Barriers this session completed upstream: its KVS epoch. */
+  barriers: number;
 }
 
 interface Client {
@@ -93,9 +106,11 @@ export class RelayEngine {
   private readonly sessions = new Map<SessionId, Session>();
   private readonly clients = new Map<ClientId, Client>();
   private readonly mapId: (pmiid: number) => number | undefined;
+  private readonly cache: RelayKvsCache | null;
 
   constructor(private readonly opts: RelayEngineOptions) {
     this.mapId = opts.mapId ?? ((id) => id);
+    this.cache = opts.kvsCache === false ? null : new RelayKvsCache();
     if (opts.holdMs !== null && (!Number.isFinite(opts.holdMs) || opts.holdMs < 0)) throw new TypeError(`holdMs must be >= 0 or null, got ${opts.holdMs}`);
   }
 
@@ -132,6 +147,11 @@ export class RelayEngine {
 
   sessionStates(): Array<{ session: SessionId; state: SessionState; client: ClientId | null; rank: number | null }> {
     return [...this.sessions.values()].map((s) => ({ session: s.id, state: s.state, client: s.client, rank: s.identity?.rank ?? null }));
+  }
+
+  /** What the KVS cache did (null when it is off). */
+  cacheStats(): CacheStats | null {
+    return this.cache?.stats() ?? null;
   }
 
   /** Sessions not yet finalized or closed. */
@@ -243,6 +263,7 @@ export class RelayEngine {
       kept: null,
       queue: [],
       inSpawn: false,
+      barriers: 0,
     };
     this.sessions.set(pmiid, session);
     if (client) client.session = session.id;
@@ -300,6 +321,7 @@ export class RelayEngine {
       return this.sendClient(client, cached, out);
     }
     const put = cmd === 'put' && tokens ? ([tokens.attrs.get('key') ?? '', tokens.attrs.get('value') ?? ''] as const) : undefined;
+    if (put && this.cache && tokens) this.cache.forget(RelayKvsCache.keyOf(tokens.attrs.get('kvsname') ?? '', put[0]));
     if (put && session.ackedPuts.get(put[0]) === put[1]) {
       out.push(event({ type: 'answered-locally', session: session.id, cmd: 'put (identical to one already acknowledged)' }));
       return this.sendClient(client, 'cmd=put_result rc=0\n', out);
@@ -327,7 +349,50 @@ export class RelayEngine {
       }
       out.push(event({ type: 'protocol-error', session: session.id, message: `dropped the reply kept for ${preview(kept.line)}: the reconnected client asked ${preview(line)} instead` }));
     }
+    if (cmd === 'get' && tokens && this.cache && session.barriers === this.cache.epoch && !session.inSpawn) {
+      return this.cachedGet(session, client.id, line, RelayKvsCache.keyOf(tokens.attrs.get('kvsname') ?? '', tokens.attrs.get('key') ?? ''), out);
+    }
     this.forward(session, client.id, cmd, line, put, out);
+  }
+
+  /**
+   * A `get` at the cache's epoch: answered from the cache, parked behind another session's fetch
+   * of the same key, or fetched (the answer is remembered when it comes). `bypass`: the fetch it
+   * waited for failed; ask on its own rather than queue behind the next waiter's fetch.
+   */
+  private cachedGet(session: Session, client: ClientId | null, line: string, ck: string, out: RelayAction[], bypass = false): void {
+    const cache = this.cache as RelayKvsCache;
+    const reply = cache.hit(ck);
+    if (reply !== undefined) {
+      const c = client === null ? undefined : this.clients.get(client);
+      if (c && session.client === c.id) this.sendClient(c, reply, out);
+      else session.kept = { line, reply };
+      return;
+    }
+    if (!bypass && cache.park(ck, session.id)) {
+      session.inflight = { line, cmd: 'get', client, cache: { ck, parked: true } };
+      return;
+    }
+    if (!bypass) cache.fetch(ck);
+    out.push({ kind: 'upstream-send', session: session.id, data: `${line}\n` });
+    session.inflight = { line, cmd: 'get', client, ...(bypass ? {} : { cache: { ck, parked: false } }) };
+  }
+
+  /** The fetch a parked session waited for is answered: answer or ask again. */
+  private wakeParked(id: SessionId, failed: boolean, out: RelayAction[]): void {
+    const session = this.sessions.get(id);
+    const p = session?.inflight;
+    if (!session || !p?.cache?.parked || session.state === 'closed') return;
+    session.inflight = null;
+    this.cachedGet(session, p.client, p.line, p.cache.ck, out, failed);
+    this.drain(session, out);
+  }
+
+  /** A fetch is answered, or its session is gone (reply undefined): wake whoever waited on it. */
+  private settleFetch(ck: string, reply: string | undefined, epoch: number, out: RelayAction[]): void {
+    if (!this.cache) return;
+    const { waiting, remembered } = this.cache.settle(ck, reply, epoch);
+    for (const w of waiting) this.wakeParked(w, !remembered, out);
   }
 
   private forward(session: Session, client: ClientId | null, cmd: string, line: string, put: readonly [string, string] | undefined, out: RelayAction[]): void {
@@ -381,6 +446,7 @@ export class RelayEngine {
 
   private closeSession(session: Session, reason: string, out: RelayAction[], refused = false): void {
     session.state = 'closed';
+    this.abandonFetch(session, out);
     out.push({ kind: 'upstream-close', session: session.id, reason });
     out.push(event({ type: 'session-closed', session: session.id, reason, ...(refused ? { refused: true as const } : {}) }));
   }
@@ -416,6 +482,10 @@ export class RelayEngine {
     }
     session.inflight = null;
     const reply = `${line}\n`;
+    if (inflight.cmd === 'barrier_in' && line.startsWith('cmd=barrier_out')) {
+      session.barriers++;
+      this.cache?.advance(session.barriers);
+    }
     if (INVARIANT.has(inflight.cmd) && /\brc=0\b/.test(line)) session.invariant.set(inflight.line, reply);
     if (inflight.put && /^cmd=put_result\b/.test(line) && (/\brc=0\b/.test(line) || !/\brc=/.test(line))) session.ackedPuts.set(inflight.put[0], inflight.put[1]);
     const client = inflight.client === null ? undefined : this.clients.get(inflight.client);
@@ -424,6 +494,7 @@ export class RelayEngine {
       session.kept = { line: inflight.line, reply };
       if (inflight.cmd === 'finalize') session.state = 'finalized';
     }
+    if (inflight.cache) this.settleFetch(inflight.cache.ck, reply, session.barriers, out);
     this.drain(session, out);
   }
 
@@ -502,6 +573,7 @@ export class RelayEngine {
     const wasFinalized = session.state === 'finalized';
     session.state = wasFinalized ? 'finalized' : 'closed';
     if (wasFinalized) return;
+    this.abandonFetch(session, out);
     const message = `the upstream server closed PMI_ID ${id}'s connection (${reason})`;
     out.push(event({ type: 'session-closed', session: id, reason: message }));
     if (session.client !== null) {
@@ -514,6 +586,12 @@ export class RelayEngine {
   }
 
   // ---- helpers -----------------------------------------------------------------------------------
+
+  /** A closed session's fetch will never be answered: the sessions parked on it ask themselves. */
+  private abandonFetch(session: Session, out: RelayAction[]): void {
+    const f = session.inflight?.cache;
+    if (f && !f.parked) this.settleFetch(f.ck, undefined, session.barriers, out);
+  }
 
   private sendClient(client: Client, data: string, out: RelayAction[]): void {
     out.push({ kind: 'client-send', client: client.id, data });
