@@ -300,6 +300,11 @@ export class RelayEngine {
 
   /** A request from the session's current client. */
   private request(session: Session, client: Client, line: string, out: RelayAction[]): void {
+    // The hot path: a get already answered this epoch, from an idle session — no parsing.
+    if (this.cache && session.state === 'ready' && !session.inflight && !session.kept && !session.inSpawn && session.barriers === this.cache.epoch) {
+      const reply = this.cache.hitLine(line);
+      if (reply !== undefined) return this.sendClient(client, reply, out);
+    }
     const t = tokenize(line);
     const tokens = isTokens(t) ? t : null;
     const cmd = tokens ? (tokens.head === 'mcmd' ? 'spawn' : tokens.name) : '';
@@ -364,6 +369,7 @@ export class RelayEngine {
     const cache = this.cache as RelayKvsCache;
     const reply = cache.hit(ck);
     if (reply !== undefined) {
+      cache.rememberLine(line, reply);
       const c = client === null ? undefined : this.clients.get(client);
       if (c && session.client === c.id) this.sendClient(c, reply, out);
       else session.kept = { line, reply };
@@ -389,9 +395,10 @@ export class RelayEngine {
   }
 
   /** A fetch is answered, or its session is gone (reply undefined): wake whoever waited on it. */
-  private settleFetch(ck: string, reply: string | undefined, epoch: number, out: RelayAction[]): void {
+  private settleFetch(ck: string, reply: string | undefined, epoch: number, out: RelayAction[], line?: string): void {
     if (!this.cache) return;
     const { waiting, remembered } = this.cache.settle(ck, reply, epoch);
+    if (remembered && line !== undefined) this.cache.rememberLine(line, reply as string);
     for (const w of waiting) this.wakeParked(w, !remembered, out);
   }
 
@@ -494,7 +501,7 @@ export class RelayEngine {
       session.kept = { line: inflight.line, reply };
       if (inflight.cmd === 'finalize') session.state = 'finalized';
     }
-    if (inflight.cache) this.settleFetch(inflight.cache.ck, reply, session.barriers, out);
+    if (inflight.cache) this.settleFetch(inflight.cache.ck, reply, session.barriers, out, inflight.line);
     this.drain(session, out);
   }
 

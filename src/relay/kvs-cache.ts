@@ -39,6 +39,11 @@ export interface CacheStats {
 export class RelayKvsCache {
   private epochNo = 0;
   private readonly replies = new Map<string, string>();
+  /**
+   * The same answers by request line: ranks of one job send byte-identical get lines, so a hit
+   * needs neither parsing nor a composed key (the hit path is the relay's hottest: N² gets).
+   */
+  private readonly byLine = new Map<string, string>();
   /** Key → sessions parked until the fetch of that key (by another session) is answered. */
   private readonly fetching = new Map<string, SessionId[]>();
   private hitCount = 0;
@@ -59,6 +64,19 @@ export class RelayKvsCache {
     if (epoch <= this.epochNo) return;
     this.epochNo = epoch;
     this.replies.clear();
+    this.byLine.clear();
+  }
+
+  /** The answer to this exact request line, if remembered (counted as a hit). */
+  hitLine(line: string): string | undefined {
+    const r = this.byLine.get(line);
+    if (r !== undefined) this.hitCount++;
+    return r;
+  }
+
+  /** Remember a parsed request's answer also under its exact line. */
+  rememberLine(line: string, reply: string): void {
+    this.byLine.set(line, reply);
   }
 
   /** The remembered reply line (with its newline), counted as a hit. */
@@ -89,7 +107,7 @@ export class RelayKvsCache {
    * find the answer (if not, they must ask on their own).
    */
   settle(ck: string, reply: string | undefined, epoch: number): { readonly waiting: SessionId[]; readonly remembered: boolean } {
-    const remembered = reply !== undefined && epoch === this.epochNo && /^cmd=get_result\b/.test(reply) && RC_ZERO.test(reply);
+    const remembered = reply !== undefined && epoch === this.epochNo && reply.startsWith('cmd=get_result ') && RC_ZERO.test(reply);
     if (remembered) this.replies.set(ck, reply);
     const waiting = this.fetching.get(ck) ?? [];
     this.fetching.delete(ck);
@@ -98,7 +116,7 @@ export class RelayKvsCache {
 
   /** A put of this key passed through: its answer may change before the next barrier. */
   forget(ck: string): void {
-    this.replies.delete(ck);
+    if (this.replies.delete(ck)) this.byLine.clear(); // rare (a put between barriers): no index
   }
 
   stats(): CacheStats {
