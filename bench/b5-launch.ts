@@ -3,7 +3,8 @@
  * MPICH 4.0.2; hello.c is test/fixtures/c/hello.c: MPI_Init, a ring Sendrecv, Allreduce,
  * Barrier, Finalize), N = 1, 2, 8. Wall time from spawn to exit, launches interleaved, median.
  * Goals: ≤ 1.0× hydra at 8 ranks, ≤ 1.3× at 2. For reference, `./hello` alone (MPICH singleton
- * init, no launcher and no PMI server) is timed too: what no launcher can go below.
+ * init, no launcher and no PMI server) is timed too: what no launcher can go below; and
+ * `node -e 0`: what no launcher written for Node can go below, on top of its ranks.
  */
 import { dirname, join } from 'node:path';
 import { envWithoutPmi, start } from './lib/proc.js';
@@ -46,6 +47,14 @@ export const benchmark: Benchmark = {
       if (i >= warmup) alone.push(ms);
     }
     figures.push(figure({ name: 'B5 ./hello alone (singleton, reference)', value: median(alone), p99: percentile(alone, 99), unit: 'ms', baseline: null, baselineName: null, goal: null, runs: reps }));
+
+    const node: number[] = [];
+    for (let i = 0; i < warmup + reps; i++) {
+      const e = await start(process.execPath, ['-e', '0'], { cwd, env: envWithoutPmi(), limitMs: 60_000 }).exited;
+      if (e.code !== 0) throw new Error(`node -e 0 failed (code ${e.code}): ${e.stderr.slice(-500)}`);
+      if (i >= warmup) node.push(e.ms);
+    }
+    figures.push(figure({ name: 'B5 node -e 0 (Node start-up, reference)', value: median(node), p99: percentile(node, 99), unit: 'ms', baseline: null, baselineName: null, goal: null, runs: reps }));
 
     for (const n of SIZES) {
       ctx.log(`B5 n=${n}: ${reps} launches per side (+${warmup} warm-up)`);

@@ -9,6 +9,11 @@
  *   cmd=init ...          -> cmd=response_to_init rc=0 pmi_version=1 pmi_subversion=1
  *   cmd=get ...           -> cmd=get_result rc=0 value=<--value>   (same bytes as pmibridge's
  *                            answer for key=PMI_process_mapping: (vector,(0,1,SIZE)))
+ *   cmd=get ... key=bc-R  -> the business card rank R put in B4's wire-up (pmi_wireup_client.c:
+ *                            tcp://127.0.0.1:<10000+R>/ then R zero-padded to 100 digits),
+ *                            derived from the key: the floor stores nothing, yet the client's
+ *                            check of every answer passes
+ *   cmd=put ...           -> cmd=put_result rc=0   (not stored: see above)
  *   cmd=barrier_in        -> cmd=barrier_out rc=0 to everyone, once SIZE connections are in
  *   cmd=finalize          -> cmd=finalize_ack rc=0, then close (exit when SIZE have finalized)
  *   anything else         -> cmd=error rc=-1
@@ -20,6 +25,8 @@
  *                         PMI_FD=3 PMI_RANK=i PMI_SIZE=N (what hydra and `pmibridge run` give)
  * Other options: --size N (job size: barrier and exit count; default 1, or N with --spawn),
  *                --value V, --timeout SECONDS (hard limit, default 300).
+ * Scales to many connections (B4's 1,024 ranks, 10,000 idle clients): the open-file limit is
+ * raised to the hard limit at start, the listen backlog is 4096, the connection table grows.
  * Prints `unix PATH` / `tcp 127.0.0.1:PORT` lines and then `ready` on stdout.
  * Exit status: 0 when SIZE connections finalized (and with --spawn every child exited 0), else 1.
  *
@@ -36,13 +43,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
-#define MAX_FD 65536
 #define IN_MAX 4096
 
 struct conn {
@@ -55,7 +62,10 @@ struct conn {
     size_t outlen;
 };
 
-static struct conn *conns[MAX_FD];
+/* Indexed by fd; grown on demand. max_fd bounds the barrier's scan. */
+static struct conn **conns;
+static int conns_cap = 0;
+static int max_fd = -1;
 static int epfd = -1;
 static int job_size = 1;
 static int barrier_count = 0;
@@ -87,10 +97,16 @@ static void set_nonblock(int fd)
 
 static void add_conn(int fd, int spawned)
 {
-    if (fd >= MAX_FD) {
-        close(fd);
-        return;
+    if (fd >= conns_cap) {
+        int cap = conns_cap ? conns_cap : 1024;
+        while (cap <= fd) cap *= 2;
+        struct conn **grown = realloc(conns, (size_t)cap * sizeof *grown);
+        if (!grown) die("realloc");
+        memset(grown + conns_cap, 0, (size_t)(cap - conns_cap) * sizeof *grown);
+        conns = grown;
+        conns_cap = cap;
     }
+    if (fd > max_fd) max_fd = fd;
     struct conn *c = calloc(1, sizeof *c);
     if (!c) die("calloc");
     c->fd = fd;
@@ -151,7 +167,17 @@ static int handle_line(struct conn *c, char *line, size_t len)
 {
     line[len] = '\0';
     if (strncmp(line, "cmd=get ", 8) == 0) {
-        send_bytes(c, get_reply, get_reply_len);
+        const char *k = strstr(line, " key=bc-");
+        if (k && k[8] >= '0' && k[8] <= '9') {
+            int rank = atoi(k + 8);
+            char buf[256];
+            int n = snprintf(buf, sizeof buf, "cmd=get_result rc=0 value=tcp://127.0.0.1:%d/%0100d\n", 10000 + rank, rank);
+            send_bytes(c, buf, (size_t)n);
+        } else {
+            send_bytes(c, get_reply, get_reply_len);
+        }
+    } else if (strncmp(line, "cmd=put ", 8) == 0) {
+        SEND_LIT(c, "cmd=put_result rc=0\n");
     } else if (strncmp(line, "cmd=init ", 9) == 0) {
         SEND_LIT(c, "cmd=response_to_init rc=0 pmi_version=1 pmi_subversion=1\n");
     } else if (strncmp(line, "cmd=initack ", 12) == 0) {
@@ -165,7 +191,7 @@ static int handle_line(struct conn *c, char *line, size_t len)
             c->in_barrier = 1;
             if (++barrier_count == job_size) {
                 barrier_count = 0;
-                for (int fd = 0; fd < MAX_FD; fd++) {
+                for (int fd = 0; fd <= max_fd; fd++) {
                     struct conn *o = conns[fd];
                     if (o && o->in_barrier) {
                         o->in_barrier = 0;
@@ -305,6 +331,11 @@ int main(int argc, char **argv)
     }
     get_reply_len = (size_t)snprintf(get_reply, sizeof get_reply, "cmd=get_result rc=0 value=%s\n", value);
     signal(SIGPIPE, SIG_IGN);
+    struct rlimit rl; /* one fd per connection: take all the kernel lets us */
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
 
     epfd = epoll_create1(EPOLL_CLOEXEC);
     if (epfd < 0) die("epoll_create1");

@@ -20,6 +20,10 @@
  *   --conns K                   K lock-step connections in this process (PMI_PORT only; PMI_ID,
  *                               PMI_ID+1, …), driven with epoll; default 1 (blocking I/O)
  *   --key KEY --kvsname K       what to get (default PMI_process_mapping, kvs_pmibridge_0)
+ *   --cmd LINE [--expect P]     repeat this request line instead of the get (B3: a get of a
+ *                               missing key, which a relay must forward; get_maxes, which it
+ *                               answers itself); every reply must start with P (default: any
+ *                               reply but cmd=error). Without --cmd: `cmd=get_result rc=0`.
  *   --out DIR                   write DIR/client-<pid>.json (else stdout)
  *
  * The result: count, the measured span, and a histogram of round-trip times in 100 ns buckets
@@ -57,6 +61,7 @@ struct conn {
 };
 
 static uint32_t *hist;
+static const char *expect_prefix = "cmd=get_result rc=0"; /* NULL: anything but cmd=error */
 static uint64_t overflow, max_ns, measured;
 
 static void fail(const char *fmt, const char *arg)
@@ -127,6 +132,13 @@ static void expect(struct conn *c, const char *prefix)
     }
 }
 
+/* Whether a reply to the timed request is the expected one (see --expect). */
+static int reply_ok(const char *line)
+{
+    if (!expect_prefix) return strncmp(line, "cmd=error", 9) != 0;
+    return strncmp(line, expect_prefix, strlen(expect_prefix)) == 0;
+}
+
 static int connect_port(const char *port)
 {
     int fd;
@@ -162,6 +174,7 @@ int main(int argc, char **argv)
     double warmup_ms = -1, window_ms = -1, tail_ms = 0;
     int nconns = 1;
     const char *key = "PMI_process_mapping", *kvsname = "kvs_pmibridge_0", *outdir = NULL;
+    const char *cmd = NULL, *expect_opt = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -175,12 +188,16 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--key")) key = v;
         else if (!strcmp(a, "--kvsname")) kvsname = v;
         else if (!strcmp(a, "--out")) outdir = v;
+        else if (!strcmp(a, "--cmd")) cmd = v;
+        else if (!strcmp(a, "--expect")) expect_opt = v;
         else fail("unknown option %s", a);
         i++;
     }
     int window_mode = window_ms > 0;
     if (!window_mode && iters <= 0) fail("%s", "give --iters N or --window-ms D");
     if (nconns < 1 || nconns > MAX_CONNS) fail("%s", "--conns must be 1..1024");
+    if (cmd) expect_prefix = expect_opt; /* with --cmd, the default is NULL: any non-error reply */
+    else if (expect_opt) fail("%s", "--expect goes with --cmd");
     hist = calloc(NBUCKETS, sizeof *hist);
     struct conn *cs = calloc((size_t)nconns, sizeof *cs);
     if (!hist || !cs) fail("%s", "out of memory");
@@ -217,7 +234,8 @@ int main(int argc, char **argv)
     for (int j = 0; j < nconns; j++) expect(&cs[j], "cmd=barrier_out");
 
     char req[512];
-    int reqlen = snprintf(req, sizeof req, "cmd=get kvsname=%s key=%s\n", kvsname, key);
+    int reqlen = cmd ? snprintf(req, sizeof req, "%s\n", cmd) : snprintf(req, sizeof req, "cmd=get kvsname=%s key=%s\n", kvsname, key);
+    if (reqlen <= 0 || (size_t)reqlen >= sizeof req) fail("%s", "request line too long");
     uint64_t t0 = now_ns(), m0, m1, end;
     if (window_mode) {
         m0 = t0 + (uint64_t)(warmup_ms * 1e6);
@@ -233,7 +251,8 @@ int main(int argc, char **argv)
         if (!window_mode) {
             for (long i = 0; i < warmup; i++) {
                 write_all(c->fd, req, (size_t)reqlen);
-                expect(c, "cmd=get_result");
+                read_line(c, line, sizeof line);
+                if (!reply_ok(line)) fail("unexpected reply: %s", line);
             }
             span_start = now_ns();
             for (long i = 0; i < iters; i++) {
@@ -243,7 +262,7 @@ int main(int argc, char **argv)
                 record(now_ns() - s);
             }
             span_end = now_ns();
-            if (strncmp(line, "cmd=get_result rc=0", 19) != 0) fail("unexpected reply: %s", line);
+            if (!reply_ok(line)) fail("unexpected reply: %s", line);
         } else {
             span_start = m0;
             span_end = m1;
@@ -255,7 +274,7 @@ int main(int argc, char **argv)
                 uint64_t e = now_ns();
                 if (s >= m0 && e <= m1) record(e - s);
             }
-            if (strncmp(line, "cmd=get_result rc=0", 19) != 0) fail("unexpected reply: %s", line);
+            if (!reply_ok(line)) fail("unexpected reply: %s", line);
         }
     } else {
         /* K lock-step connections multiplexed with epoll: each has at most one request out. */
@@ -283,7 +302,8 @@ int main(int argc, char **argv)
                 char *nl;
                 while ((nl = memchr(c->buf, '\n', c->len))) {
                     size_t l = (size_t)(nl - c->buf);
-                    if (strncmp(c->buf, "cmd=get_result rc=0", 19) != 0) fail("%s", "unexpected reply");
+                    *nl = '\0';
+                    if (!reply_ok(c->buf)) fail("unexpected reply: %s", c->buf);
                     memmove(c->buf, nl + 1, c->len - l - 1);
                     c->len -= l + 1;
                     uint64_t e = now_ns();

@@ -4,14 +4,17 @@ import type { Figure, Goal, Skip } from './types.js';
 
 function num(x: number | null | undefined, unit = ''): string {
   if (x === null || x === undefined || !Number.isFinite(x)) return '—';
-  if (unit === 'req/s') return Math.round(x).toString();
+  if (unit === 'req/s' || unit === 'conn/s') return Math.round(x).toString();
   if (Math.abs(x) >= 100) return x.toFixed(0);
   if (Math.abs(x) >= 10) return x.toFixed(1);
   return x.toFixed(2);
 }
 
-export function goalText(g: Goal | null): string {
-  return g ? `${g.op === '<=' ? '≤' : '≥'} ${g.ratio}×` : '—';
+/** `≤ 1.3×` for a ratio goal; `≥ 1000 conn/s` (the figure's unit) for an absolute one. */
+export function goalText(g: Goal | null, unit = ''): string {
+  if (!g) return '—';
+  const op = g.op === '<=' ? '≤' : '≥';
+  return 'ratio' in g ? `${op} ${g.ratio}×` : `${op} ${g.value}${unit ? ` ${unit}` : ''}`;
 }
 
 /** A plain-text (and Markdown) table: name | value | p99 | unit | baseline | ratio | goal | met. */
@@ -25,7 +28,7 @@ export function formatTable(figures: readonly Figure[]): string {
     f.baseline === null ? '—' : `${num(f.baseline, f.unit)} (${f.baselineName ?? '?'})`,
     num(f.baselineP99, f.unit),
     f.ratio === null ? '—' : `${f.ratio.toFixed(2)}×`,
-    goalText(f.goal),
+    goalText(f.goal, f.unit),
     f.met === null ? '' : f.met ? 'yes' : 'NO',
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));

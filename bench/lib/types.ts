@@ -5,10 +5,21 @@
  */
 
 /** A ratio goal against the baseline measured in the same run: value/baseline `op` ratio. */
-export interface Goal {
+export interface RatioGoal {
   readonly op: '<=' | '>=';
   readonly ratio: number;
 }
+
+/**
+ * An absolute goal on the value itself, in the figure's unit (B6: ≤ 4 KiB per connection,
+ * ≥ 1,000 connections/s): met or not whatever the baseline, which is then for information.
+ */
+export interface AbsoluteGoal {
+  readonly op: '<=' | '>=';
+  readonly value: number;
+}
+
+export type Goal = RatioGoal | AbsoluteGoal;
 
 /** One line of the table and one entry of bench/results.json. */
 export interface Figure {
@@ -23,7 +34,7 @@ export interface Figure {
   /** value / baseline. */
   readonly ratio: number | null;
   readonly goal: Goal | null;
-  /** Whether the ratio meets the goal; null when there is no goal. */
+  /** Whether the ratio (the value, for an absolute goal) meets the goal; null when there is no goal. */
   readonly met: boolean | null;
   /** Median over runs of each run's p99 (latencies only). */
   readonly p99?: number;
@@ -40,7 +51,7 @@ export interface Skip {
 
 export interface Tools {
   /** Compile a C file of bench/baseline/ once per bench run (cc -O2); the path of the binary. */
-  cc(name: 'pmi_echo_server' | 'pmi_load_client'): Promise<string>;
+  cc(name: 'pmi_echo_server' | 'pmi_load_client' | 'pmi_idle_client' | 'pmi_wireup_client'): Promise<string>;
   /** Compile an MPI program with mpicc.mpich once per bench run; the path of the binary. */
   mpicc(source: string, name: string): Promise<string>;
   /** Whether a command is on PATH. */
@@ -75,6 +86,9 @@ export class SkipBenchmark extends Error {}
 /** Build a figure, deriving ratio and met. */
 export function figure(f: Omit<Figure, 'ratio' | 'met'>): Figure {
   const ratio = f.baseline !== null && f.baseline > 0 ? f.value / f.baseline : null;
-  const met = f.goal === null || ratio === null ? null : f.goal.op === '<=' ? ratio <= f.goal.ratio : ratio >= f.goal.ratio;
+  const g = f.goal;
+  const compared = g === null ? null : 'ratio' in g ? ratio : f.value;
+  const bound = g === null ? 0 : 'ratio' in g ? g.ratio : g.value;
+  const met = g === null || compared === null || !Number.isFinite(compared) ? null : g.op === '<=' ? compared <= bound : compared >= bound;
   return { ...f, ratio, met };
 }
