@@ -405,7 +405,8 @@ t.test('a full MPICH job through the relay: per session, events in order and equ
   const [, upstream] = await waitForLine(server, /^PMI_PORT=unix:\/\/(\S+)$/);
   // the relay → server hop, recorded
   const upProxy = await recordingProxy(t, { path: join(dir, 'up.sock') }, () => connect({ path: upstream as string }));
-  const relay = await startTapped(t, ['relay', '--upstream', `unix://${upProxy.address}`, '--listen', 'tcp://127.0.0.1:0', '--sessions', String(n), '--tap', 'ws://127.0.0.1:0']);
+  // --no-kvs-cache: every request crosses both hops, so each leg can be checked against the other.
+  const relay = await startTapped(t, ['relay', '--upstream', `unix://${upProxy.address}`, '--listen', 'tcp://127.0.0.1:0', '--sessions', String(n), '--no-kvs-cache', '--tap', 'ws://127.0.0.1:0']);
   const [relayHost, relayPort] = relay.port.split(':');
   // the MPICH → relay hop, recorded
   const clientProxy = await recordingProxy(t, { port: 0 }, () => connect({ host: relayHost as string, port: Number(relayPort) }));

@@ -6,6 +6,7 @@ import { UsageError, type OptionSpec } from './args.js';
 
 export const RELAY_OPTIONS: Readonly<Record<string, OptionSpec>> = {
   hold: { type: 'string', arg: 'DURATION', help: 'keep a disconnected session for reconnection: 30s, 5m, 1500ms, 0 (pass failures through) or inf' },
+  'no-kvs-cache': { type: 'boolean', help: 'forward every get upstream (default: answer repeated gets from what was fetched since the last barrier)' },
 };
 
 /** `5m`, `30s`, `1500ms`, `2h`, a plain number of seconds, `0`, or `inf` (→ null). */

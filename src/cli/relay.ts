@@ -76,7 +76,7 @@ export async function main(argv: string[]): Promise<number> {
   const log = createLogger(stringOption(values, 'log-level') ?? 'warn', 'pmibridge-relay');
   const bus = new ObserverBus();
   logBus(bus, log);
-  const host = new RelayHost({ upstream: upstream.spec, holdMs, allowUids: uids, bus, ...(mapId ? { mapId } : {}) });
+  const host = new RelayHost({ upstream: upstream.spec, holdMs, allowUids: uids, bus, kvsCache: values['no-kvs-cache'] !== true, ...(mapId ? { mapId } : {}) });
   const ports: string[] = [];
   for (const a of addresses) {
     if (a !== 'private-unix' && a.kind === 'tcp' && !isLoopbackHost(a.host)) log.warn(`listening on ${a.host}: remote peers cannot be identified by uid`);

@@ -51,7 +51,7 @@ export async function main(argv: string[]): Promise<number> {
   const log = createLogger(stringOption(values, 'log-level') ?? 'warn', 'pmibridge-wrap');
   const bus = new ObserverBus();
   logBus(bus, log);
-  const host = new RelayHost({ upstream: upstream.spec, holdMs, bus, mapId: (id) => (id === session ? session : undefined) });
+  const host = new RelayHost({ upstream: upstream.spec, holdMs, bus, kvsCache: values['no-kvs-cache'] !== true, mapId: (id) => (id === session ? session : undefined) });
   try {
     const identity = await host.prepare(session);
     const reconnect = await host.listen('private-unix');

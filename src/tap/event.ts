@@ -145,19 +145,16 @@ export class TapRecorder {
         this.pending.delete(key); // one latency per request (the set lines after initack have none)
       }
     }
-    return {
-      ...this.common(),
-      t: t.toString(),
-      kind: 'line',
-      leg: ev.leg,
-      line,
-      cmd,
-      attrs,
-      ...(ev.conn !== undefined ? { conn: ev.conn } : {}),
-      ...(ev.session !== undefined ? { session: ev.session, pmiid: ev.session } : {}),
-      ...(ev.rank !== undefined ? { rank: ev.rank } : {}),
-      ...(latencyNs !== undefined ? { latencyNs } : {}),
-    };
+    // Built field by field, not with spreads: this runs for every line of a tapped job.
+    const out: { -readonly [K in keyof TapLineEvent]: TapLineEvent[K] } = { v: 1, seq: ++this.seq, t: t.toString(), job: this.job, kind: 'line', leg: ev.leg, line, cmd, attrs };
+    if (ev.conn !== undefined) out.conn = ev.conn;
+    if (ev.session !== undefined) {
+      out.session = ev.session;
+      out.pmiid = ev.session;
+    }
+    if (ev.rank !== undefined) out.rank = ev.rank;
+    if (latencyNs !== undefined) out.latencyNs = latencyNs;
+    return out;
   }
 
   /** The command a reply answered (for metrics), read before `record` consumes it. */

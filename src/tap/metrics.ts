@@ -26,11 +26,26 @@ export class TapMetrics {
     collectDefaultMetrics({ register: this.registry, prefix: 'pmibridge_process_' });
   }
 
+  /**
+   * Labelled children by label values: prom-client hashes a labels object on every inc/observe
+   * (sorting its keys), which cost more than the rest of a tapped request; the label sets are few.
+   */
+  private readonly requestChildren = new Map<string, { inc(): void }>();
+  private readonly latencyChildren = new Map<string, { observe(v: number): void }>();
+
   /** A reply on `leg` to a request of `cmd` took `latencyNs`. */
   reply(cmd: string, leg: string, line: string, latencyNs: number | undefined): void {
     const rc = /(?:^|\s)rc=(-?\d+)/.exec(line)?.[1];
-    this.requests.inc({ cmd, leg, result: rc === undefined || rc === '0' ? 'ok' : 'error' });
-    if (latencyNs !== undefined) this.latency.observe({ cmd, leg }, latencyNs / 1e9);
+    const result = rc === undefined || rc === '0' ? 'ok' : 'error';
+    const rkey = `${cmd}\0${leg}\0${result}`;
+    let counter = this.requestChildren.get(rkey);
+    if (!counter) this.requestChildren.set(rkey, (counter = this.requests.labels({ cmd, leg, result })));
+    counter.inc();
+    if (latencyNs === undefined) return;
+    const lkey = `${cmd}\0${leg}`;
+    let hist = this.latencyChildren.get(lkey);
+    if (!hist) this.latencyChildren.set(lkey, (hist = this.latency.labels({ cmd, leg })));
+    hist.observe(latencyNs / 1e9);
   }
 
   event(ev: BusEvent): void {

@@ -41,6 +41,9 @@ export interface TapServerOptions {
 
 interface Observer {
   readonly ws: WebSocket;
+  /** The observer's connection under the WebSocket, corked while a loop turn's events gather. */
+  readonly socket: Duplex;
+  corked: boolean;
   dropped: number;
   unannounced: number;
 }
@@ -55,6 +58,8 @@ export class TapServer {
   private readonly highWater: number;
   private readonly maxDrops: number;
   private unsubscribe: () => void = () => undefined;
+  /** Observers whose socket is corked until the end of this loop turn. */
+  private readonly corked: Observer[] = [];
   /** uid of a Unix-socket peer (SO_PEERCRED, loaded only for Unix taps). */
   private peerUid: (s: Socket) => number | undefined = () => undefined;
   /** The address observers use (ws://host:port or a Unix path). */
@@ -134,11 +139,33 @@ export class TapServer {
         }
         continue;
       }
+      this.cork(o);
       if (o.unannounced > 0) {
         o.ws.send(JSON.stringify(this.recorder.gap(o.unannounced, ev.seq - 1)));
         o.unannounced = 0;
       }
       o.ws.send(msg);
+    }
+  }
+
+  /**
+   * Still one event per WebSocket message (schema v1), but the messages of one loop turn leave in
+   * one write per observer: a tapped request makes 2–4 events, and a syscall per event per observer
+   * cost the job far more than recording them. Uncorked after this turn's I/O (setImmediate), so an
+   * observer sees an event at most one turn late; what is corked counts in bufferedAmount, so the
+   * high-water mark still bounds it.
+   */
+  private cork(o: Observer): void {
+    if (o.corked) return;
+    o.corked = true;
+    o.socket.cork();
+    if (this.corked.push(o) === 1) setImmediate(() => this.uncorkAll());
+  }
+
+  private uncorkAll(): void {
+    for (const o of this.corked.splice(0)) {
+      o.corked = false;
+      o.socket.uncork();
     }
   }
 
@@ -162,7 +189,7 @@ export class TapServer {
       return;
     }
     this.wss.handleUpgrade(req, socket, head, (ws) => {
-      const o: Observer = { ws, dropped: 0, unannounced: 0 };
+      const o: Observer = { ws, socket, corked: false, dropped: 0, unannounced: 0 };
       ws.on('message', () => undefined); // read-only: input is discarded
       ws.on('error', () => ws.terminate());
       ws.on('close', () => {
