@@ -23,15 +23,17 @@ interface Watch {
   closeCode: number | null;
 }
 
-const [sock, tokenFile, liveText, stalledText] = process.argv.slice(2);
+const [sock, tokenFile, liveText, stalledText, mode] = process.argv.slice(2);
+/** `batch`: ask for one message per loop turn (`?batch=1`), as `pmibridge tap` and the monitor do. */
+const batch = mode === 'batch';
 if (!sock || !tokenFile || !liveText || !stalledText) {
-  process.stderr.write('usage: tap-observers TAP_SOCKET TOKEN_FILE LIVE STALLED\n');
+  process.stderr.write('usage: tap-observers TAP_SOCKET TOKEN_FILE LIVE STALLED [batch]\n');
   process.exit(2);
 }
 const token = readFileSync(tokenFile, 'utf8').trim();
 
 function open(stalled: boolean): Promise<Watch> {
-  const ws = new WebSocket(`ws+unix://${sock}:/tap`, { headers: { authorization: `Bearer ${token}` }, perMessageDeflate: false });
+  const ws = new WebSocket(`ws+unix://${sock}:/tap${batch ? '?batch=1' : ''}`, { headers: { authorization: `Bearer ${token}` }, perMessageDeflate: false });
   const w: Watch = { ws, messages: 0, bytes: 0, missed: 0, closeCode: null };
   ws.on('message', (raw: WebSocket.RawData) => {
     const data = raw as Buffer; // binaryType is 'nodebuffer': one Buffer per message

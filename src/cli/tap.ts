@@ -40,7 +40,8 @@ export async function main(argv: string[]): Promise<number> {
   const token = stringOption(values, 'token') ?? (file ? readFileSync(file, 'utf8').trim() : process.env['PMIBRIDGE_TAP_TOKEN']);
   if (!token) throw new UsageError('tap', 'a token is needed: --token, --token-file or PMIBRIDGE_TAP_TOKEN');
   const addr = parseTapAddress('tap', target);
-  const url = addr.kind === 'unix' ? `ws+unix://${addr.path}:/tap` : `ws://${formatAddress(addr)}/tap`;
+  // batch=1: a loop turn's events in one message, one JSON object per line (cheaper for the job).
+  const url = addr.kind === 'unix' ? `ws+unix://${addr.path}:/tap?batch=1` : `ws://${formatAddress(addr)}/tap?batch=1`;
   const ranks = new Set(
     ((values['rank'] as string[] | undefined) ?? []).map((r) => {
       if (!/^\d+$/.test(r)) throw new UsageError('tap', `--rank needs a rank number, got ${JSON.stringify(r)}`);
@@ -64,9 +65,12 @@ export async function main(argv: string[]): Promise<number> {
     });
     ws.on('close', () => resolve(EXIT.OK));
     ws.on('message', (data: Buffer) => {
+      for (const text of data.toString().split('\n')) show(text);
+    });
+    const show = (text: string): void => {
       let ev: Record<string, unknown>;
       try {
-        ev = JSON.parse(data.toString()) as Record<string, unknown>;
+        ev = JSON.parse(text) as Record<string, unknown>;
       } catch {
         return;
       }
@@ -109,6 +113,6 @@ export async function main(argv: string[]): Promise<number> {
           break;
         }
       }
-    });
+    };
   });
 }

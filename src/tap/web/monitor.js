@@ -439,7 +439,8 @@
   let everOpen = false;
 
   function connect() {
-    const url = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/tap?token=${encodeURIComponent(token)}`;
+    // batch=1: the events of one loop turn arrive as one message, one JSON object per line.
+    const url = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/tap?batch=1&token=${encodeURIComponent(token)}`;
     setStatus('connecting', everOpen ? 'reconnecting…' : 'connecting…');
     const ws = new WebSocket(url);
     let opened = false;
@@ -452,13 +453,15 @@
     });
     ws.addEventListener('message', (m) => {
       if (typeof m.data !== 'string') return;
-      let ev;
-      try {
-        ev = JSON.parse(m.data);
-      } catch {
-        return;
+      for (const text of m.data.split('\n')) {
+        let ev;
+        try {
+          ev = JSON.parse(text);
+        } catch {
+          continue;
+        }
+        onEvent(ev);
       }
-      onEvent(ev);
     });
     ws.addEventListener('close', (e) => {
       frozenMs = serverNow(); // the clocks stop with the stream
