@@ -16,9 +16,14 @@ import {
   formatQuery,
   formatReply,
   replyNameOf,
+  tokenize,
   type Query,
   type Reply,
+  type Tokens,
+  type TokenizeFailure,
 } from '../src/protocol/index.js';
+import { queryVocabulary, replyVocabulary } from '../src/protocol/codec.js';
+import type { Vocabulary } from '../src/protocol/tokenize.js';
 
 const noNl = (s: string) => s.replace(/\n$/, '');
 
@@ -435,4 +440,73 @@ t.test('property: any writable query and reply decodes back to itself', async (t
     { numRuns: 200, ...seed },
   );
   t.pass('round trips');
+});
+
+/**
+ * The reading rules stated in tokenize.ts, written the obvious way (split on runs of spaces and
+ * tabs, one word at a time). The tokenizer itself scans with indexes for speed; it must read
+ * every line exactly as this does.
+ */
+function referenceTokenize(line: string, vocabulary?: Vocabulary): Tokens | TokenizeFailure {
+  if (line.length === 0 || /^[ \t\r]*$/.test(line)) return { reason: 'blank', detail: 'blank line (a PMI-1 line starts with cmd=)' };
+  if (line.includes('\0')) return { reason: 'nul', detail: 'line contains a NUL byte' };
+  let head: 'cmd' | 'mcmd';
+  if (line.startsWith('cmd=')) head = 'cmd';
+  else if (line.startsWith('mcmd=')) head = 'mcmd';
+  else if (/^[ \d]{6}cmd=/.test(line)) return { reason: 'pmi2', detail: 'PMI-2 framed message (PMI-2 is not served; the client must use PMI-1)' };
+  else return { reason: 'not-pmi1', detail: `not a PMI-1 line (must start with cmd=): ${JSON.stringify(line.length > 60 ? `${line.slice(0, 60)}…` : line)}` };
+  const words = line.split(/[ \t]+/);
+  const name = (words[0] ?? '').slice(head.length + 1);
+  if (name.length === 0) return { reason: 'no-name', detail: 'empty command name after cmd=' };
+  const vocab = vocabulary?.(head, name);
+  const attrs = new Map<string, string>();
+  const bare: string[] = [];
+  let lastKey: string | undefined;
+  for (const w of words.slice(1)) {
+    if (w === '') continue;
+    const eq = w.indexOf('=');
+    const inText = lastKey !== undefined && vocab?.text.has(lastKey) === true;
+    if (eq > 0 && !(inText && !vocab?.known.has(w.slice(0, eq)))) {
+      const key = w.slice(0, eq);
+      attrs.delete(key);
+      attrs.set(key, w.slice(eq + 1));
+      lastKey = key;
+    } else if (inText) {
+      attrs.set(lastKey as string, `${attrs.get(lastKey as string) ?? ''} ${w}`);
+    } else {
+      bare.push(w);
+    }
+  }
+  return { head, name, attrs, bare };
+}
+
+t.test('the tokenizer reads every line as the plain split-based reading does', async (t) => {
+  const seed = process.env.FC_SEED ? { seed: Number(process.env.FC_SEED) } : {};
+  const fragment = fc.constantFrom(
+    'cmd=', 'mcmd=', 'get', 'put', 'get_result', 'abort', 'init', 'spawn', 'key', 'value', 'found', 'message', 'exitcode',
+    'exit_code', 'kvsname', 'rc', 'msg', '=', '==', ' ', '  ', '\t', ' \t ', '\r', '\0', '0', '12', 'a', 'TRUE', '123456', '\xff',
+  );
+  const key = fc.constantFrom('key', 'value', 'found', 'message', 'exitcode', 'exit_code', 'error_msg', 'kvsname', 'rc', 'msg', 'x', '');
+  const text = fc.array(fc.constantFrom('a', 'b', '=', '1', '\r', 'TRUE'), { maxLength: 3 }).map((f) => f.join(''));
+  const word = fc.oneof(fc.tuple(key, text).map(([k, v]) => `${k}=${v}`), text);
+  const sep = fc.constantFrom(' ', '\t', '  ', ' \t');
+  const head = fc.constantFrom('cmd=get', 'cmd=put', 'cmd=get_result', 'cmd=abort', 'cmd=init', 'mcmd=spawn', 'cmd=', 'cmd==x', '   12cmd=get');
+  const line = fc.oneof(
+    fc.array(fragment, { maxLength: 24 }).map((f) => f.join('')),
+    fc.array(fragment, { maxLength: 24 }).map((f) => `cmd=${f.join('')}`),
+    fc.tuple(head, fc.array(fc.tuple(sep, word), { maxLength: 10 }), fc.constantFrom('', ' ', '\t ')).map(([h, ws, tail]) => h + ws.map(([s, w]) => s + w).join('') + tail),
+  );
+  const flat = (x: Tokens | TokenizeFailure) => ('reason' in x ? x : { ...x, attrs: [...x.attrs] }); // Map order matters
+  fc.assert(
+    fc.property(line, (l) => {
+      for (const v of [undefined, queryVocabulary, replyVocabulary]) {
+        const got = flat(tokenize(l, v));
+        const want = flat(referenceTokenize(l, v));
+        if (!isDeepStrictEqual(got, want)) throw new Error(`${JSON.stringify(l)}: ${JSON.stringify(got)} != ${JSON.stringify(want)}`);
+      }
+      return true;
+    }),
+    { numRuns: 5000, ...seed },
+  );
+  t.pass('same tokens, same failures');
 });

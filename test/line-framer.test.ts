@@ -174,6 +174,27 @@ t.test('pending bytes stay bounded by maxLine', async (t) => {
   t.equal(slices.framer.pending, 0);
 });
 
+t.test('a reused read buffer: only the first `end` bytes count, and nothing kept aliases it', async (t) => {
+  // What LineConnection does: one buffer for every read, refilled in place, stale bytes behind.
+  const buf = Buffer.alloc(256, 'x\n');
+  const fill = (s: string) => buf.write(s, 0, 'latin1');
+  const seen: Framed[] = [];
+  const put = 'cmd=put key=k value=0123456789abcdef';
+  for (const f of [new LineFramer(1024), new LineFramer(16)]) {
+    seen.length = 0;
+    for (const part of ['cmd=get_', 'maxes\ncmd=barr', 'ier_in\ncmd=put key=k value=0123456789abcdef', '\n']) {
+      const n = fill(part);
+      seen.push(...f.push(buf, n));
+      buf.fill('!', 0, n); // the next read overwrites it
+    }
+    t.same(
+      seen.map((x) => (x.kind === 'line' ? x.line : `overlong:${x.length}:${x.prefix}`)),
+      ['cmd=get_maxes', 'cmd=barrier_in', f.maxLine > 16 ? put : `overlong:${put.length}:${put}`],
+      `maxLine ${f.maxLine}: stale bytes after end ignored, carried bytes copied`,
+    );
+  }
+});
+
 t.test('bad maxLine', async (t) => {
   t.throws(() => new LineFramer(0), TypeError);
   t.throws(() => new LineFramer(1.5), TypeError);

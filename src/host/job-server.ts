@@ -6,6 +6,7 @@
  */
 import type { Socket } from 'node:net';
 import type { PmiAddress } from '../protocol/address.js';
+import type { Framed } from '../protocol/line-framer.js';
 import { ServerEngine, type EngineOptions } from '../server/engine.js';
 import type { Action, ConnId, ConnectionFacts, JobStatus } from '../server/types.js';
 import { LineConnection } from '../transport/line-connection.js';
@@ -53,10 +54,12 @@ export class JobServer {
     const id = this.nextId++;
     const conn = new LineConnection(socket, this.engine.limits.maxLine, {
       onInput: (input) => {
-        const before = this.engine.rankOf(id);
-        const actions = this.guard(id, () => this.engine.receive(id, input));
+        // Per-line work only when someone watches lines: this runs for every request.
+        const watched = this.bus.wantsLines;
+        const before = watched ? this.engine.rankOf(id) : undefined;
+        const actions = this.receive(id, input);
         // After the engine read it (initack binds the rank) and before what it caused.
-        if (this.bus.wantsLines) {
+        if (watched) {
           const line = input.kind === 'line' ? input.line : `${input.prefix}… (${input.length} bytes)`;
           const rank = before ?? this.engine.rankOf(id);
           this.bus.emit({ type: 'line', leg: 'client->server', conn: id, line, ...(rank !== undefined ? { rank } : {}) });
@@ -97,9 +100,22 @@ export class JobServer {
     try {
       return step();
     } catch (err) {
-      this.bus.emit({ type: 'transport-error', message: `internal error while handling connection ${id}; closing it: ${String((err as Error)?.stack ?? err)}` });
-      this.connections.get(id)?.destroy();
-      return [];
+      return this.internalError(id, err);
+    }
+  }
+
+  private internalError(id: ConnId, err: unknown): Action[] {
+    this.bus.emit({ type: 'transport-error', message: `internal error while handling connection ${id}; closing it: ${String((err as Error)?.stack ?? err)}` });
+    this.connections.get(id)?.destroy();
+    return [];
+  }
+
+  /** `guard` for the per-line path, without a closure per line. */
+  private receive(id: ConnId, input: Framed): Action[] {
+    try {
+      return this.engine.receive(id, input);
+    } catch (err) {
+      return this.internalError(id, err);
     }
   }
 

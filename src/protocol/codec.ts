@@ -14,10 +14,10 @@ import {
   REPLIES,
   REPLY_COMMON,
   attributeIndex,
-  queryDef,
-  replyDef,
   replyNameOf,
   type AttrDef,
+  type QueryDef,
+  type ReplyDef,
   type Query,
   type Reply,
   type ReplyOf,
@@ -25,29 +25,58 @@ import {
 import { LocalPmiError, PMI_RC, problem, type Problem } from './errors.js';
 import { isTokens, tokenize, type AttrVocabulary, type Tokens, type Vocabulary } from './tokenize.js';
 
-// ---- vocabulary for the tokenizer (built once from the tables) ---------------------------------
+// ---- tables compiled once from the catalogue ----------------------------------------------------
+//
+// Decoding and formatting run for every line the server and the relay handle, so everything that
+// can be known from the catalogue alone (attribute lookup, required attributes, write order,
+// which words are free text) is worked out here once per command instead of once per line.
 
-function vocabularyOf(attrs: Readonly<Record<string, AttrDef>>): AttrVocabulary {
-  const known = new Set<string>();
-  const text = new Set<string>();
-  for (const [name, [, def]] of attributeIndex(attrs)) {
-    known.add(name);
-    if (def.type === 'text') text.add(name);
-  }
-  return { known, text };
+interface Slot {
+  /** The main name (aliases map to it). */
+  readonly name: string;
+  readonly int: boolean;
+  readonly def: AttrDef;
 }
 
-const queryVocab = new Map<string, AttrVocabulary>(
-  Object.entries(QUERIES).map(([name, def]) => [name, vocabularyOf(def.attrs)]),
+interface Compiled {
+  /** Attribute names and aliases → slot. */
+  readonly index: ReadonlyMap<string, Slot>;
+  /** Required attributes, in table order (the first one missing is the one reported). */
+  readonly required: readonly Slot[];
+  readonly vocab: AttrVocabulary;
+  /** Strict write order: the table's words in order, then its free text. */
+  readonly order: readonly string[];
+}
+
+function compile(attrs: Readonly<Record<string, AttrDef>>): Compiled {
+  const index = new Map<string, Slot>();
+  const known = new Set<string>();
+  const text = new Set<string>();
+  for (const [key, [name, def]] of attributeIndex(attrs)) {
+    index.set(key, { name, int: def.type === 'int', def });
+    known.add(key);
+    if (def.type === 'text') text.add(key);
+  }
+  const entries = Object.entries(attrs);
+  return {
+    index,
+    required: entries.filter(([, def]) => def.required).map(([name, def]) => ({ name, int: def.type === 'int', def })),
+    vocab: { known, text },
+    order: [...entries.filter(([, d]) => d.type !== 'text'), ...entries.filter(([, d]) => d.type === 'text')].map(([name]) => name),
+  };
+}
+
+/** `name` is the catalogue's own string: `q.cmd === 'get'` in the engine compares it by identity. */
+const compiledQueries = new Map<string, Compiled & { readonly name: string; readonly def: QueryDef }>(
+  Object.entries(QUERIES).map(([name, def]) => [name, { ...compile(def.attrs), name, def }]),
 );
-const replyVocab = new Map<string, AttrVocabulary>(
-  Object.entries(REPLIES).map(([name, def]) => [name, vocabularyOf({ ...REPLY_COMMON, ...def.attrs })]),
+/** Replies decode with the common rc/msg; they are written first, before the reply's own order. */
+const compiledReplies = new Map<string, Compiled & { readonly def: ReplyDef; readonly writeOrder: readonly string[] }>(
+  Object.entries(REPLIES).map(([name, def]) => [name, { ...compile({ ...REPLY_COMMON, ...def.attrs }), def, writeOrder: ['rc', 'msg', ...compile(def.attrs).order] }]),
 );
 
-export const queryVocabulary: Vocabulary = (head, name) => (head === 'cmd' ? queryVocab.get(name) : undefined);
-export const replyVocabulary: Vocabulary = (head, name) => (head === 'cmd' ? replyVocab.get(name) : undefined);
-
-// ---- decoding ----------------------------------------------------------------------------------
+export const queryVocabulary: Vocabulary = (head, name) => (head === 'cmd' ? compiledQueries.get(name)?.vocab : undefined);
+export const replyVocabulary: Vocabulary = (head, name) => (head === 'cmd' ? compiledReplies.get(name)?.vocab : undefined);
 
 export type DecodedQuery =
   | { readonly ok: true; readonly query: Query; readonly tokens: Tokens }
@@ -55,42 +84,27 @@ export type DecodedQuery =
 
 const INT_RE = /^[-+]?\d{1,15}$/;
 
-function decodeAttrs(
-  tokens: Tokens,
-  attrs: Readonly<Record<string, AttrDef>>,
-  enforceRequired: boolean,
-): { values: Record<string, string | number>; extra: Map<string, string> } | Problem {
-  const index = attributeIndex(attrs);
-  const values: Record<string, string | number> = Object.create(null) as Record<string, string | number>;
-  const extra = new Map<string, string>();
+/**
+ * Decode the tokens' attributes onto `into` (a plain object: the names written are the
+ * catalogue's, never a peer's), in wire order; unknown ones go to `extra`. Returns a problem or null.
+ */
+function decodeAttrs(tokens: Tokens, c: Compiled, into: Record<string, unknown>): Problem | null {
+  let extra: Map<string, string> | undefined;
   for (const [key, raw] of tokens.attrs) {
-    const hit = index.get(key);
-    if (!hit) {
-      extra.set(key, raw);
-      continue;
-    }
-    const [name, def] = hit;
-    if (def.type === 'int') {
+    const slot = c.index.get(key);
+    if (slot === undefined) {
+      (extra ??= new Map()).set(key, raw);
+    } else if (slot.int) {
       if (!INT_RE.test(raw)) {
-        return problem('E_BAD_INTEGER', PMI_RC.ERR_INVALID_ARG, `${name}_is_not_an_integer`, `attribute ${name}=${JSON.stringify(raw)} is not an integer`);
+        return problem('E_BAD_INTEGER', PMI_RC.ERR_INVALID_ARG, `${slot.name}_is_not_an_integer`, `attribute ${slot.name}=${JSON.stringify(raw)} is not an integer`);
       }
-      values[name] = Number(raw);
+      into[slot.name] = Number(raw);
     } else {
-      values[name] = raw;
+      into[slot.name] = raw;
     }
   }
-  if (enforceRequired) {
-    for (const [name, def] of Object.entries(attrs)) {
-      if (def.required && !(name in values)) {
-        return problem('E_MISSING_ATTRIBUTE', def.missingRc ?? PMI_RC.ERR_INVALID_ARG, `missing_${name}`, `cmd=${tokens.name} needs ${name}=`);
-      }
-    }
-  }
-  return { values, extra };
-}
-
-function isProblem(x: unknown): x is Problem {
-  return typeof x === 'object' && x !== null && 'rc' in x && 'code' in x;
+  if (extra !== undefined) into['extra'] = extra;
+  return null;
 }
 
 const TOKENIZE_PROBLEMS = {
@@ -117,8 +131,8 @@ export function decodeQuery(line: string): DecodedQuery {
       problem: problem('E_MCMD', PMI_RC.FAIL, 'mcmd_block', 'mcmd= starts a multi-line block; feed it to SpawnAssembler'),
     };
   }
-  const def = queryDef(tokens.name);
-  if (!def) {
+  const compiled = compiledQueries.get(tokens.name);
+  if (!compiled) {
     return {
       ok: false,
       tokens,
@@ -126,24 +140,19 @@ export function decodeQuery(line: string): DecodedQuery {
       problem: problem('E_UNKNOWN_COMMAND', PMI_RC.FAIL, `unknown_command_${tokens.name}`, `unknown command cmd=${tokens.name}`),
     };
   }
-  const decoded = decodeAttrs(tokens, def.attrs, true);
-  if (isProblem(decoded)) return { ok: false, tokens, cmd: tokens.name, reply: def.reply, problem: decoded };
-  const query = { cmd: tokens.name, ...decoded.values } as Record<string, unknown>;
-  if (decoded.extra.size > 0) query['extra'] = decoded.extra;
+  const query: Record<string, unknown> = { cmd: compiled.name };
+  let bad = decodeAttrs(tokens, compiled, query);
+  for (let i = 0; bad === null && i < compiled.required.length; i++) {
+    const { name, def: attr } = compiled.required[i] as Slot;
+    if (query[name] === undefined) bad = problem('E_MISSING_ATTRIBUTE', attr.missingRc ?? PMI_RC.ERR_INVALID_ARG, `missing_${name}`, `cmd=${tokens.name} needs ${name}=`);
+  }
+  if (bad !== null) return { ok: false, tokens, cmd: tokens.name, reply: compiled.def.reply, problem: bad };
   return { ok: true, tokens, query: query as unknown as Query };
 }
 
 export type DecodedReply =
   | { readonly ok: true; readonly reply: Reply; readonly tokens: Tokens }
   | { readonly ok: false; readonly problem: Problem; readonly tokens?: Tokens };
-
-const mergedReplyAttrs = new Map<string, Readonly<Record<string, AttrDef>>>();
-/** A reply's attributes with the common rc/msg, built once per reply name. */
-function replyAttrs(name: string, attrs: Readonly<Record<string, AttrDef>>): Readonly<Record<string, AttrDef>> {
-  let merged = mergedReplyAttrs.get(name);
-  if (!merged) mergedReplyAttrs.set(name, (merged = { ...REPLY_COMMON, ...attrs }));
-  return merged;
-}
 
 /**
  * Decode one reply line. Client-side reading rule (pmi-wire-protocol.md §11): missing rc = 0; a
@@ -153,22 +162,20 @@ function replyAttrs(name: string, attrs: Readonly<Record<string, AttrDef>>): Rea
 export function decodeReply(line: string): DecodedReply {
   const tokens = tokenize(line, replyVocabulary);
   if (!isTokens(tokens)) return { ok: false, problem: problem('E_BAD_REPLY', PMI_RC.FAIL, 'bad_reply', tokens.detail) };
-  const def = replyDef(tokens.name);
-  if (!def || tokens.head !== 'cmd') {
+  const compiled = compiledReplies.get(tokens.name);
+  if (!compiled || tokens.head !== 'cmd') {
     return { ok: false, tokens, problem: problem('E_UNKNOWN_REPLY', PMI_RC.FAIL, 'unknown_reply', `unexpected reply cmd=${tokens.name}`) };
   }
-  const decoded = decodeAttrs(tokens, replyAttrs(tokens.name, def.attrs), false);
-  if (isProblem(decoded)) return { ok: false, tokens, problem: decoded };
-  const rc = typeof decoded.values['rc'] === 'number' ? decoded.values['rc'] : 0;
-  if (rc === 0) {
-    for (const [name, attr] of Object.entries(def.attrs)) {
-      if (attr.required && !(name in decoded.values)) {
+  const reply: Record<string, unknown> = { cmd: tokens.name, rc: 0 };
+  const bad = decodeAttrs(tokens, compiled, reply);
+  if (bad !== null) return { ok: false, tokens, problem: bad };
+  if (reply['rc'] === 0) {
+    for (const { name } of compiled.required) {
+      if (reply[name] === undefined) {
         return { ok: false, tokens, problem: problem('E_BAD_REPLY', PMI_RC.FAIL, `reply_missing_${name}`, `cmd=${tokens.name} reply lacks ${name}=`) };
       }
     }
   }
-  const reply = { ...decoded.values, cmd: tokens.name, rc } as Record<string, unknown>;
-  if (decoded.extra.size > 0) reply['extra'] = decoded.extra;
   return { ok: true, tokens, reply: reply as unknown as Reply };
 }
 
@@ -187,31 +194,26 @@ function formatValue(cmd: string, key: string, value: string | number): string {
   return value;
 }
 
-function formatLine(cmd: string, ordered: ReadonlyArray<readonly [string, string | number | undefined]>): string {
+/** `cmd=<cmd>` and the values of `keys` that are set, in that order; one `\n`. */
+function formatLine(cmd: string, keys: readonly string[], values: Readonly<Record<string, unknown>>): string {
   let out = `cmd=${cmd}`;
-  for (const [key, value] of ordered) {
+  for (const key of keys) {
+    const value = values[key] as string | number | undefined;
     if (value === undefined) continue;
     out += ` ${key}=${formatValue(cmd, key, value)}`;
   }
   return `${out}\n`;
 }
 
-/** Write attributes in table order, free text last, then nothing else: strict output. */
-function orderedAttrs(attrs: Readonly<Record<string, AttrDef>>, values: Readonly<Record<string, unknown>>) {
-  const words: Array<[string, string | number | undefined]> = [];
-  const texts: Array<[string, string | number | undefined]> = [];
-  for (const [name, def] of Object.entries(attrs)) {
-    const v = values[name] as string | number | undefined;
-    (def.type === 'text' ? texts : words).push([name, v]);
-  }
-  return [...words, ...texts];
-}
-
 /** Format a request line (client side). */
 export function formatQuery(query: Query): string {
-  const def = QUERIES[query.cmd];
-  return formatLine(query.cmd, orderedAttrs(def.attrs, query as unknown as Readonly<Record<string, unknown>>));
+  const c = compiledQueries.get(query.cmd) as Compiled;
+  return formatLine(query.cmd, c.order, query as unknown as Readonly<Record<string, unknown>>);
 }
+
+const SIZE = ['size'] as const;
+const RANK = ['rank'] as const;
+const DEBUG = ['debug'] as const;
 
 /**
  * Format a reply. For `initack` this writes the four lines every MPICH generation accepts:
@@ -219,23 +221,22 @@ export function formatQuery(query: Query): string {
  * `cmd=set debug=` — in that order (swapped set lines crash MPICH 4.0.2, one line hangs it).
  */
 export function formatReply(reply: Reply): string {
-  const def = replyDef(reply.cmd);
-  if (!def) throw new LocalPmiError(`no reply named ${reply.cmd}`);
-  const values = reply as unknown as Readonly<Record<string, unknown>>;
-  const msg = reply.msg;
-  const head: Array<[string, string | number | undefined]> = [['rc', reply.rc], ['msg', msg]];
-  let out = formatLine(reply.cmd, [...head, ...orderedAttrs(def.attrs, values)]);
-  if (def.trailer === 'set-lines' && reply.rc === 0) {
+  const c = compiledReplies.get(reply.cmd);
+  if (!c) throw new LocalPmiError(`no reply named ${reply.cmd}`);
+  let out = formatLine(reply.cmd, c.writeOrder, reply as unknown as Readonly<Record<string, unknown>>);
+  if (c.def.trailer === 'set-lines' && reply.rc === 0) {
     const r = reply as ReplyOf<'initack'>;
     if (r.size === undefined || r.rank === undefined) throw new LocalPmiError('initack reply needs rank and size');
-    out += formatLine('set', [['size', r.size]]) + formatLine('set', [['rank', r.rank]]) + formatLine('set', [['debug', r.debug ?? 0]]);
+    out += formatLine('set', SIZE, { size: r.size }) + formatLine('set', RANK, { rank: r.rank }) + formatLine('set', DEBUG, { debug: r.debug ?? 0 });
   }
   return out;
 }
 
+const RC_MSG = ['rc', 'msg'] as const;
+
 /** A failure reply to a query, in the query's own reply command (what its client is waiting for). */
 export function failureReply(replyCmd: string, p: Pick<Problem, 'rc' | 'msg'>): string {
-  if (!replyDef(replyCmd)) return formatLine(replyCmd, [['rc', p.rc], ['msg', p.msg]]);
+  if (!compiledReplies.has(replyCmd)) return formatLine(replyCmd, RC_MSG, p);
   return formatReply({ cmd: replyCmd, rc: p.rc, msg: p.msg } as Reply);
 }
 

@@ -30,14 +30,16 @@ export class LineFramer {
     return this.carry?.length ?? 0;
   }
 
-  push(chunk: Buffer): Framed[] {
+  /** The lines completed by `chunk` (its first `end` bytes: a reader's buffer may be larger). */
+  push(chunk: Buffer, end: number = chunk.length): Framed[] {
     const out: Framed[] = [];
     let start = 0;
-    while (start < chunk.length) {
-      const nl = chunk.indexOf(10, start);
-      const end = nl === -1 ? chunk.length : nl;
+    while (start < end) {
+      let nl = chunk.indexOf(10, start);
+      if (nl >= end) nl = -1;
+      const stop = nl === -1 ? end : nl;
       if (this.discarding >= 0) {
-        this.discarding += end - start;
+        this.discarding += stop - start;
         if (nl === -1) return out;
         out.push({ kind: 'overlong', prefix: this.prefix, length: this.discarding });
         this.discarding = -1;
@@ -46,10 +48,10 @@ export class LineFramer {
         continue;
       }
       const have = this.carry?.length ?? 0;
-      if (have + (end - start) > this.maxLine) {
-        const head = this.carry ? Buffer.concat([this.carry, chunk.subarray(start, Math.min(end, start + PREFIX_KEEP))]) : chunk.subarray(start, end);
+      if (have + (stop - start) > this.maxLine) {
+        const head = this.carry ? Buffer.concat([this.carry, chunk.subarray(start, Math.min(stop, start + PREFIX_KEEP))]) : chunk.subarray(start, stop);
         this.prefix = head.subarray(0, PREFIX_KEEP).toString('latin1');
-        this.discarding = have + (end - start);
+        this.discarding = have + (stop - start);
         this.carry = null;
         if (nl === -1) return out;
         out.push({ kind: 'overlong', prefix: this.prefix, length: this.discarding });
@@ -59,12 +61,13 @@ export class LineFramer {
         continue;
       }
       if (nl === -1) {
-        const rest = chunk.subarray(start);
+        // Copied: the chunk may be a reader's buffer that is reused for the next read.
+        const rest = chunk.subarray(start, end);
         this.carry = this.carry ? Buffer.concat([this.carry, rest]) : Buffer.from(rest);
         return out;
       }
-      const piece = chunk.subarray(start, nl);
-      const line = this.carry ? Buffer.concat([this.carry, piece]).toString('latin1') : piece.toString('latin1');
+      // toString with bounds: no intermediate Buffer view for the common, carry-free line.
+      const line = this.carry ? Buffer.concat([this.carry, chunk.subarray(start, nl)]).toString('latin1') : chunk.toString('latin1', start, nl);
       this.carry = null;
       out.push({ kind: 'line', line });
       start = nl + 1;

@@ -37,10 +37,26 @@ export interface AttrVocabulary {
 }
 export type Vocabulary = (head: 'cmd' | 'mcmd', name: string) => AttrVocabulary | undefined;
 
-const SEP = /[ \t]+/;
+const SPACE = 32;
+const TAB = 9;
 
+/** A line of nothing but spaces, tabs and CRs (or nothing). */
+function isBlank(line: string): boolean {
+  for (let i = 0; i < line.length; i++) {
+    const c = line.charCodeAt(i);
+    if (c !== SPACE && c !== TAB && c !== 13) return false;
+  }
+  return true;
+}
+
+/**
+ * One pass over the line with native searches (`indexOf`), no regex split and no array of words:
+ * this runs for every line the server and the relay read, so it allocates only the strings and
+ * the Map it returns. The next tab and the next `=` are remembered while they lie ahead, so a
+ * line costs O(length) whatever its shape.
+ */
 export function tokenize(line: string, vocabulary?: Vocabulary): Tokens | TokenizeFailure {
-  if (line.length === 0 || /^[ \t\r]*$/.test(line)) {
+  if (isBlank(line)) {
     return { reason: 'blank', detail: 'blank line (a PMI-1 line starts with cmd=)' };
   }
   if (line.includes('\0')) return { reason: 'nul', detail: 'line contains a NUL byte' };
@@ -52,37 +68,62 @@ export function tokenize(line: string, vocabulary?: Vocabulary): Tokens | Tokeni
   } else {
     return { reason: 'not-pmi1', detail: `not a PMI-1 line (must start with cmd=): ${preview(line)}` };
   }
-  const words = line.split(SEP);
-  const first = words[0] ?? '';
-  const name = first.slice(head.length + 1);
+  const n = line.length;
+  let end = head.length + 1;
+  while (end < n && !isSep(line.charCodeAt(end))) end++; // a command name is short: just scan it
+  const name = line.slice(head.length + 1, end);
   if (name.length === 0) return { reason: 'no-name', detail: 'empty command name after cmd=' };
   const vocab = vocabulary?.(head, name);
   const text = vocab?.text;
   const attrs = new Map<string, string>();
   const bare: string[] = [];
   let lastKey: string | undefined;
-  for (let i = 1; i < words.length; i++) {
-    const w = words[i] ?? '';
-    if (w === '') continue; // leading/trailing separators
-    const eq = w.indexOf('=');
-    if (eq > 0) {
-      const key = w.slice(0, eq);
+  let lastIsText = false;
+  let nextTab = -1; // where the next tab (or the end) is, once looked up; a tab is rare
+  let nextEq = -1; // where the next `=` (or the end) is, once looked up
+  let start = end;
+  for (;;) {
+    while (start < n && isSep(line.charCodeAt(start))) start++; // a run of separators
+    if (start >= n) break;
+    if (nextTab < start) {
+      nextTab = line.indexOf('\t', start);
+      if (nextTab < 0) nextTab = n;
+    }
+    end = line.indexOf(' ', start);
+    if (end < 0 || end > nextTab) end = nextTab;
+    if (nextEq < start && nextEq < n) {
+      nextEq = line.indexOf('=', start);
+      if (nextEq < 0) nextEq = n;
+    }
+    if (nextEq > start && nextEq < end) {
+      const key = line.slice(start, nextEq);
       // Inside free text, only a known attribute name starts a new attribute (`value=a=b c=d`
       // stays one value, while hydra 4.1's `value=v found=TRUE` splits off `found`).
-      if (lastKey !== undefined && text?.has(lastKey) && !vocab?.known.has(key)) {
-        attrs.set(lastKey, `${attrs.get(lastKey) ?? ''} ${w}`);
-        continue;
+      if (lastIsText && !vocab?.known.has(key)) {
+        appendText(attrs, lastKey as string, line.slice(start, end));
+      } else {
+        if (attrs.size > 0) attrs.delete(key); // a repeated attribute: the last one wins, in its own position
+        attrs.set(key, line.slice(nextEq + 1, end));
+        lastKey = key;
+        lastIsText = text?.has(key) ?? false;
       }
-      attrs.delete(key); // a repeated attribute: the last one wins, in its own position
-      attrs.set(key, w.slice(eq + 1));
-      lastKey = key;
-    } else if (lastKey !== undefined && text?.has(lastKey)) {
-      attrs.set(lastKey, `${attrs.get(lastKey) ?? ''} ${w}`);
+    } else if (lastIsText) {
+      appendText(attrs, lastKey as string, line.slice(start, end));
     } else {
-      bare.push(w);
+      bare.push(line.slice(start, end));
     }
+    start = end;
   }
   return { head, name, attrs, bare };
+}
+
+function isSep(c: number): boolean {
+  return c === SPACE || c === TAB;
+}
+
+/** A word of free text (`value=a b c`): joined to its attribute with one space. */
+function appendText(attrs: Map<string, string>, key: string, word: string): void {
+  attrs.set(key, `${attrs.get(key) ?? ''} ${word}`);
 }
 
 export function isTokens(t: Tokens | TokenizeFailure): t is Tokens {

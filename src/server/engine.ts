@@ -103,6 +103,12 @@ export class ServerEngine {
   private readonly ranks: RankSlot[];
   private readonly kvs: EpochKvs;
   private readonly names = new NameService();
+  /**
+   * Formatted `get_result` lines of the committed KVS, by key. `get` is the request a wire-up
+   * makes N² of, and its answer only changes when a barrier commits, so each key's reply is
+   * formatted once per epoch (cleared in settleBarrier) instead of once per get.
+   */
+  private readonly getReplies = new Map<string, string>();
   private barrierCount = 0;
   private finalizedCount = 0;
   private result: JobStatus | null = null;
@@ -389,11 +395,16 @@ export class ServerEngine {
   private get(conn: Conn, q: QueryOf<'get'>, out: Action[]): void {
     const bad = this.checkKey(q.key, q.kvsname);
     if (bad) return this.answerFailure(conn, 'get', bad, out, false);
-    const value = this.kvs.get(q.key);
-    if (value === undefined) {
-      return this.answerFailure(conn, 'get', problem('E_KEY_NOT_FOUND', PMI_RC.ERR_INVALID_KEY, `key_${q.key}_not_found`, `key ${q.key} not found (puts become visible after the next barrier)`), out, false);
+    let line = this.getReplies.get(q.key);
+    if (line === undefined) {
+      const value = this.kvs.get(q.key);
+      if (value === undefined) {
+        return this.answerFailure(conn, 'get', problem('E_KEY_NOT_FOUND', PMI_RC.ERR_INVALID_KEY, `key_${q.key}_not_found`, `key ${q.key} not found (puts become visible after the next barrier)`), out, false);
+      }
+      line = formatReply({ cmd: 'get_result', rc: 0, value });
+      this.getReplies.set(q.key, line);
     }
-    this.reply(conn, { cmd: 'get_result', rc: 0, value }, out);
+    out.push(this.send(conn, line));
   }
 
   // ---- barrier, finalize, abort ---------------------------------------------------------------------------
@@ -412,10 +423,10 @@ export class ServerEngine {
   /** Complete the barrier when every rank is in it; fail it when a rank finalized without it. */
   private settleBarrier(out: Action[]): void {
     if (this.barrierCount === 0) return;
-    const waiting = [...this.conns.values()].filter((c) => c.inBarrier);
     let reply: Reply;
     if (this.barrierCount === this.size) {
       const committed = this.kvs.commit();
+      this.getReplies.clear();
       out.push(event({ type: 'barrier-complete', epoch: this.kvs.epoch, committed, keys: this.kvs.size }));
       reply = { cmd: 'barrier_out', rc: 0 };
     } else if (this.barrierCount + this.finalizedCount >= this.size) {
@@ -426,10 +437,13 @@ export class ServerEngine {
       return;
     }
     this.barrierCount = 0;
+    // Collected only now: every barrier_in comes here, and a scan each time would be O(N²).
+    const waiting = [...this.conns.values()].filter((c) => c.inBarrier);
+    const line = formatReply(reply); // the same bytes for everyone
     for (const c of waiting) {
       c.inBarrier = false;
       (this.ranks[c.rank as number] as RankSlot).state = 'initialized';
-      if (!c.closing) this.reply(c, reply, out); // closed for bad lines while waiting: nothing more to send
+      if (!c.closing) out.push(this.send(c, line)); // closed for bad lines while waiting: nothing more to send
     }
   }
 
