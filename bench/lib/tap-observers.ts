@@ -40,7 +40,10 @@ function open(stalled: boolean): Promise<Watch> {
     w.messages++;
     w.bytes += data.length;
     // Only a gap is parsed: the kind never occurs inside a PMI line's text.
-    if (data.includes('"kind":"gap"')) w.missed += (JSON.parse(data.toString('utf8')) as { dropped: number }).dropped;
+    // A batch holds one event per line.
+    if (data.includes('"kind":"gap"')) {
+      for (const text of data.toString('utf8').split('\n')) if (text.includes('"kind":"gap"')) w.missed += (JSON.parse(text) as { dropped: number }).dropped;
+    }
   });
   ws.on('close', (code) => (w.closeCode = code));
   return new Promise((resolve, reject) => {

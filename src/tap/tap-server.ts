@@ -164,11 +164,11 @@ export class TapServer {
   }
 
   /**
-   * Still one event per WebSocket message (schema v1), but the messages of one loop turn leave in
-   * one write per observer: a tapped request makes 2–4 events, and a syscall per event per observer
-   * cost the job far more than recording them. Uncorked after this turn's I/O (setImmediate), so an
-   * observer sees an event at most one turn late; what is corked counts in bufferedAmount, so the
-   * high-water mark still bounds it.
+   * The events of one loop turn (flushed by setImmediate, after the turn's I/O) leave in one
+   * write per observer (batch observers: in one message; others: still one message per event,
+   * schema v1, but corked together): a tapped
+   * request makes 2–4 events, and a syscall (and an observer wake-up) per event per observer cost
+   * the job far more than recording them. What is held counts against the high-water mark.
    */
   private cork(o: Observer): void {
     if (o.corked) return;
@@ -294,3 +294,4 @@ function monitorPage(): string {
   page = html.replace('<!--STYLE-->', `<style>\n${css}</style>`).replace('<!--SCRIPT-->', `<script>\n${js}</script>`);
   return page;
 }
+
