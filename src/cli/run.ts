@@ -7,6 +7,9 @@ import { parseDuration } from './relay-options.js';
 import { startTap, TAP_OPTIONS } from './tap-options.js';
 import { ObserverBus } from '../host/bus.js';
 import { isLoopbackHost } from '../protocol/address.js';
+// Static: launch.ts itself is light (it loads the server while the ranks start), and one module
+// graph loads faster than two in a row.
+import { launch } from '../launcher/launch.js';
 
 export const spec: CommandSpec = {
   name: 'run',
@@ -58,7 +61,6 @@ export async function main(argv: string[]): Promise<number> {
   if (!isLoopbackHost(tcpHost)) log.warn(`TCP listener on ${tcpHost}: any host that reaches it can join the job (PMI has no authentication)`);
 
   const tap = await startTap('run', values, bus, server.kvsname ?? 'job', 'run');
-  const { launch } = await import('../launcher/launch.js');
   const holdText = stringOption(values, 'hold');
   if (holdText !== undefined && !values['relay']) throw new UsageError('run', '--hold needs --relay');
   const relay = values['relay'] ? { holdMs: parseDuration('run', holdText ?? '5m') } : undefined;

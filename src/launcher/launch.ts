@@ -14,8 +14,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import type { Socket } from 'node:net';
 import { constants as osConstants } from 'node:os';
 import type { PmiAddress } from '../protocol/address.js';
-import { JobServer, type JobServerOptions } from '../host/job-server.js';
-import { RelayHost } from '../host/relay-host.js';
+import type { JobServer, JobServerOptions } from '../host/job-server.js';
+import type { RelayHost } from '../host/relay-host.js';
 import type { ObserverBus } from '../host/bus.js';
 import type { JobStatus } from '../server/types.js';
 import { shellQuote } from '../util/shell-quote.js';
@@ -62,25 +62,35 @@ interface RankProcess {
 
 export async function launch(opts: LaunchOptions): Promise<LaunchResult> {
   const stderr = opts.stderr ?? process.stderr;
-  const server = new JobServer({ ...opts.server, size: opts.size, ...(opts.bus ? { bus: opts.bus } : {}) });
   const env = opts.env ?? process.env;
   const [prog, ...args] = opts.command;
   if (!prog) throw new TypeError('no program to launch');
 
+  // The server's modules (engine, protocol, transports) are a good part of our start-up. With
+  // PMI_FD the ranks do not need the server to exist when they start, only when they first
+  // write, ~30 ms later (exec, the loader, MPI_Init up to its first PMI call): so they are
+  // spawned first and the server is loaded while they start. A rank's channel buffers what it
+  // writes until it is attached. A listener's PMI_PORT, though, must be known before spawning.
+  const serverModule = import('../host/job-server.js');
+  const newServer = async () => new (await serverModule).JobServer({ ...opts.server, size: opts.size, ...(opts.bus ? { bus: opts.bus } : {}) });
+  const early = opts.pmi === 'fd' && opts.attach === undefined && !opts.relay;
+  let server: JobServer | null = early ? null : await newServer();
+
   // With --relay the ranks talk to a relay, and only the relay talks to the server.
   let relay: RelayHost | null = null;
-  if (opts.relay) {
+  if (opts.relay && server) {
+    // Imported here: the relay's engine and host are start-up time that plain jobs do not need.
+    const { RelayHost } = await import('../host/relay-host.js');
     const upstream = (await server.listen('private-unix')).address;
     relay = new RelayHost({ upstream: { kind: 'address', address: upstream }, holdMs: opts.relay.holdMs, bus: server.bus });
   }
-  const front = relay ?? server;
 
   // A listener when ranks connect by address, or when a rank is started by hand: a debugger
   // (lldb) closes inherited fds, so an attached rank always uses PMI_PORT + PMI_ID.
   let pmiPort: string | undefined;
-  if (opts.pmi !== 'fd' || opts.attach !== undefined) {
+  if (server && (opts.pmi !== 'fd' || opts.attach !== undefined)) {
     const where: PmiAddress | 'private-unix' = opts.pmi === 'unix' ? 'private-unix' : { kind: 'tcp', host: opts.tcpHost ?? '127.0.0.1', port: 0 };
-    pmiPort = (await front.listen(where)).pmiPort;
+    pmiPort = (await (relay ?? server).listen(where)).pmiPort;
   }
 
   let failure: JobStatus | null = null;
@@ -102,23 +112,17 @@ export async function launch(opts: LaunchOptions): Promise<LaunchResult> {
   const failJob = (status: JobStatus) => {
     if (failure) return;
     failure = status;
-    server.fail(status);
+    server?.fail(status); // else told when it exists (below)
     killOthers();
     settle();
   };
 
-  // The engine's verdicts: abort, or a rank that dropped PMI. For a dropped connection, wait a
-  // moment for that rank's exit status: "exited with code 5" says more than "closed its socket".
-  void server.done.then(async (status) => {
-    if (status.ok) return;
-    const r = status.rank !== undefined ? ranks.find((p) => p.rank === status.rank) : undefined;
-    if (r?.alive && /closed its PMI connection/.test(status.reason)) {
-      const timeout = new Promise<null>((res) => setTimeout(() => res(null), 500).unref());
-      const exit = await Promise.race([r.exited, timeout]);
-      if (exit && (exit.code !== 0 || exit.signal)) return failJob(exitStatus(r.rank, exit.code, exit.signal, ' before finalizing PMI'));
-    }
-    failJob(status);
-  });
+  // PMI_FD channels, attached to the server (or relay) as soon as it exists.
+  const channels: Array<{ rank: number; channel: Socket; peer: string }> = [];
+  const attach = (to: JobServer, c: { rank: number; channel: Socket; peer: string }) => {
+    if (relay) relay.attachClient(c.channel, { transport: 'fd', pmiid: c.rank, peer: c.peer });
+    else to.attach(c.channel, { transport: 'fd', rank: c.rank, peer: c.peer });
+  };
 
   for (let rank = 0; rank < opts.size; rank++) {
     if (rank === opts.attach) continue;
@@ -144,10 +148,12 @@ export async function launch(opts: LaunchOptions): Promise<LaunchResult> {
       rp.output.push(labelStream(child.stdout, process.stdout, `[${rank}] `), labelStream(child.stderr, process.stderr, `[${rank}] `));
     }
     if (opts.pmi === 'fd') {
-      const channel = child.stdio[3] as Socket;
-      const peer = `pid ${child.pid ?? '?'}`;
-      if (relay) relay.attachClient(channel, { transport: 'fd', pmiid: rank, peer });
-      else server.attach(channel, { transport: 'fd', rank, peer });
+      const c = { rank, channel: child.stdio[3] as Socket, peer: `pid ${child.pid ?? '?'}` };
+      if (server) attach(server, c);
+      else {
+        c.channel.on('error', ignore); // until attached: the server reports what happens after
+        channels.push(c);
+      }
     }
     void exited.then(({ code, signal }) => {
       rp.alive = false;
@@ -171,28 +177,65 @@ export async function launch(opts: LaunchOptions): Promise<LaunchResult> {
   process.on('SIGTERM', sigterm);
 
   try {
+    if (!server) {
+      // In the order of the direct path: channels attached, then a failure seen meanwhile told.
+      let s: JobServer;
+      try {
+        s = server = await newServer();
+      } catch (err) {
+        for (const r of ranks) if (r.alive) signalRank(r, 'SIGKILL'); // bad server options: no job
+        throw err;
+      }
+      for (const c of channels.splice(0)) {
+        c.channel.off('error', ignore);
+        // Closed already: the rank closed PMI_FD without a word (a channel with input cannot
+        // end before the input is read), as a program that is not an MPI rank does. A rank that
+        // never spoke PMI counts for nothing; the server would only log the connection.
+        if (c.channel.destroyed || c.channel.readableEnded) c.channel.destroy();
+        else attach(s, c);
+      }
+      if (failure) s.fail(failure);
+    }
+    const job = server;
+
+    // The engine's verdicts: abort, or a rank that dropped PMI. For a dropped connection, wait a
+    // moment for that rank's exit status: "exited with code 5" says more than "closed its socket".
+    void job.done.then(async (status) => {
+      if (status.ok) return;
+      const r = status.rank !== undefined ? ranks.find((p) => p.rank === status.rank) : undefined;
+      if (r?.alive && /closed its PMI connection/.test(status.reason)) {
+        const timeout = new Promise<null>((res) => setTimeout(() => res(null), 500).unref());
+        const exit = await Promise.race([r.exited, timeout]);
+        if (exit && (exit.code !== 0 || exit.signal)) return failJob(exitStatus(r.rank, exit.code, exit.signal, ' before finalizing PMI'));
+      }
+      failJob(status);
+    });
+
     // Done when every spawned rank has exited and, with --attach, the hand-started rank is through.
     const allExited = Promise.all(ranks.map((r) => r.exited));
-    const attached = opts.attach !== undefined ? attachedRankDone(server, opts.attach) : Promise.resolve();
+    const attached = opts.attach !== undefined ? attachedRankDone(job, opts.attach) : Promise.resolve();
     await Promise.race([Promise.all([allExited, attached]), failed]);
     // A rank's exit and the EOF on its PMI socket race in the event loop: let the sockets of
     // exited ranks close, so a rank that quit without finalize is seen as the failure it is.
-    if (!failure) await Promise.race([server.ranksDisconnected(), failed, delay(2000)]);
+    if (!failure) await Promise.race([job.ranksDisconnected(), failed, delay(2000)]);
     if (failure) await allExited; // killed ranks are reaped before we report
     await Promise.all(ranks.flatMap((r) => r.output));
-    const status: JobStatus = failure ?? server.engine.finished ?? { ok: true, exitCode: 0, reason: `all ${opts.size} ranks exited 0` };
-    return { ...status, server };
+    const status: JobStatus = failure ?? job.engine.finished ?? { ok: true, exitCode: 0, reason: `all ${opts.size} ranks exited 0` };
+    return { ...status, server: job };
   } finally {
     process.off('SIGINT', sigint);
     process.off('SIGTERM', sigterm);
+    for (const c of channels) c.channel.destroy(); // only if the server never came
     await relay?.close();
-    await server.close();
+    await server?.close();
   }
 }
 
 function signalRank(r: RankProcess, sig: NodeJS.Signals): void {
   signalChild(r.child, sig);
 }
+
+function ignore(): void {}
 
 function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms).unref());
