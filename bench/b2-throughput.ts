@@ -22,7 +22,7 @@ export const benchmark: Benchmark = {
   id: 'B2',
   title: 'get throughput, 1/16/64 clients (Unix socket)',
   async run(ctx) {
-    const runs = ctx.quick ? 3 : 5;
+    const runs = ctx.quick ? 2 : 5;
     const mode = ctx.quick
       ? ({ kind: 'window', warmupMs: 100, windowMs: 400, tailMs: 100 } as const)
       : ({ kind: 'window', warmupMs: 300, windowMs: 2000, tailMs: 200 } as const);

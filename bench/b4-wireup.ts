@@ -61,7 +61,7 @@ export const benchmark: Benchmark = {
   title: 'business-card wire-up: put, barrier, get all N keys, barrier (N = 16 … 1024)',
   async run(ctx) {
     const sizes = ctx.quick ? [16, 64, 256] : [16, 64, 256, 1024];
-    const runs = ctx.quick ? 2 : 3;
+    const runs = ctx.quick ? 1 : 3;
     const hydra = await ctx.tools.has('mpiexec.hydra');
     if (!hydra) ctx.log('B4: mpiexec.hydra not found; its reference rows are left out');
     const figures: Figure[] = [];

@@ -82,7 +82,7 @@ export const benchmark: Benchmark = {
   id: 'B7',
   title: `relay throughput with a tap of ${LIVE + STALLED} observers (1 stalled) vs no tap, ${CLIENTS} clients`,
   async run(ctx) {
-    const runs = ctx.quick ? 3 : 5;
+    const runs = ctx.quick ? 2 : 5;
     // Every run starts a fresh relay and server: the warm-up lets their JIT settle first.
     const mode: LoadMode = ctx.quick ? { kind: 'window', warmupMs: 250, windowMs: 400, tailMs: 100 } : { kind: 'window', warmupMs: 500, windowMs: 2000, tailMs: 200 };
     const base: LoadSpec = { clients: CLIENTS, connsPerProcess: 1, mode, request: FORWARDED_GET };

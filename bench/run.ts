@@ -22,7 +22,7 @@ import { SkipBenchmark, type BenchContext, type Benchmark, type Figure, type Ski
 
 const HELP = `Usage: npm run bench [-- --quick] [-- --only B1,B2,…]
 
-  --quick       every benchmark at reduced size (under a minute in total)
+  --quick       every benchmark at reduced size (about a minute in total)
   --only LIST   run only these benchmarks (comma-separated ids, e.g. B1,B5)
   --out FILE    write the results there instead of bench/results.json
 `;
