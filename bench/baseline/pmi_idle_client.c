@@ -39,6 +39,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#define PMI_PROG "pmi_idle_client"
+#include "pmi_client_io.h"
+
 /* Per connection: a small line buffer (the replies are short) and how far its exchange got. */
 struct conn {
     int fd;
@@ -55,69 +58,11 @@ static void fail(const char *what, const char *detail)
 
 static double now_s(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void write_all(int fd, const char *s, size_t len)
-{
-    while (len) {
-        ssize_t n = write(fd, s, len);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) fail("write failed", strerror(errno));
-        s += n;
-        len -= (size_t)n;
-    }
+    return (double)pmi_now_ns() / 1e9;
 }
 
 static struct sockaddr_storage addr;
 static socklen_t addrlen;
-static int family;
-
-static void parse_port(const char *port)
-{
-    const char *path = NULL;
-    if (!strncmp(port, "unix://", 7)) path = port + 7;
-    else if (port[0] == '/') path = port;
-    memset(&addr, 0, sizeof addr);
-    if (path) {
-        struct sockaddr_un *a = (struct sockaddr_un *)&addr;
-        if (strlen(path) >= sizeof a->sun_path) fail("unix path too long", path);
-        a->sun_family = AF_UNIX;
-        strcpy(a->sun_path, path);
-        addrlen = sizeof *a;
-        family = AF_UNIX;
-        return;
-    }
-    const char *hp = !strncmp(port, "tcp://", 6) ? port + 6 : port;
-    const char *colon = strrchr(hp, ':');
-    char host[64];
-    if (!colon || (size_t)(colon - hp) >= sizeof host) fail("bad PMI_PORT", port);
-    memcpy(host, hp, (size_t)(colon - hp));
-    host[colon - hp] = '\0';
-    struct sockaddr_in *a = (struct sockaddr_in *)&addr;
-    a->sin_family = AF_INET;
-    a->sin_port = htons((uint16_t)atoi(colon + 1));
-    if (inet_pton(AF_INET, host, &a->sin_addr) != 1) fail("PMI_PORT host must be an IPv4 literal", port);
-    addrlen = sizeof *a;
-    family = AF_INET;
-}
-
-static int open_conn(void)
-{
-    int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) fail("socket", strerror(errno));
-    while (connect(fd, (struct sockaddr *)&addr, addrlen) < 0) {
-        if (errno == EINTR) continue;
-        fail("connect", strerror(errno));
-    }
-    if (family == AF_INET) {
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    }
-    return fd;
-}
 
 /*
  * One reply line of connection c. `want` is the reply that completes its exchange
@@ -179,7 +124,7 @@ int main(int argc, char **argv)
     if (nconns < 1) fail("give --conns K", NULL);
     const char *port = getenv("PMI_PORT");
     if (!port) fail("PMI_PORT is not set", NULL);
-    parse_port(port);
+    addrlen = pmi_parse_port(port, &addr);
 
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
@@ -210,8 +155,8 @@ int main(int argc, char **argv)
     for (int j = 0; j < nconns; j++) {
         char hello[128];
         int n = snprintf(hello, sizeof hello, "cmd=initack pmiid=%d\n%s", first + j, init);
-        cs[j].fd = open_conn();
-        write_all(cs[j].fd, hello, (size_t)n);
+        cs[j].fd = pmi_connect(&addr, addrlen);
+        pmi_write_all(cs[j].fd, hello, (size_t)n);
         fcntl(cs[j].fd, F_SETFL, fcntl(cs[j].fd, F_GETFL) | O_NONBLOCK);
         struct epoll_event ev = { .events = EPOLLIN, .data.u32 = (uint32_t)j };
         if (epoll_ctl(ep, EPOLL_CTL_ADD, cs[j].fd, &ev) < 0) fail("epoll_ctl", strerror(errno));
@@ -227,7 +172,7 @@ int main(int argc, char **argv)
     static const char fin[] = "cmd=finalize\n";
     for (int j = 0; j < nconns; j++) {
         cs[j].done = 0;
-        write_all(cs[j].fd, fin, sizeof fin - 1);
+        pmi_write_all(cs[j].fd, fin, sizeof fin - 1);
     }
     double t3 = await_all(ep, cs, nconns, "cmd=finalize_ack");
     for (int j = 0; j < nconns; j++) close(cs[j].fd);

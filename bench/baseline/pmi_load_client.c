@@ -49,6 +49,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#define PMI_PROG "pmi_load_client"
+#include "pmi_client_io.h"
+
 #define BUCKET_NS 100
 #define NBUCKETS 500000 /* 50 ms */
 #define MAX_CONNS 1024
@@ -72,13 +75,6 @@ static void fail(const char *fmt, const char *arg)
     exit(1);
 }
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 static void record(uint64_t rtt)
 {
     uint64_t b = rtt / BUCKET_NS;
@@ -88,38 +84,11 @@ static void record(uint64_t rtt)
     measured++;
 }
 
-static void write_all(int fd, const char *s, size_t len)
-{
-    while (len) {
-        ssize_t n = write(fd, s, len);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) fail("write failed: %s", strerror(errno));
-        s += n;
-        len -= (size_t)n;
-    }
-}
-
 /* Read one line (blocking); returns it NUL-terminated without '\n' in line[]. */
 static void read_line(struct conn *c, char *line, size_t cap)
 {
-    for (;;) {
-        char *nl = memchr(c->buf, '\n', c->len);
-        if (nl) {
-            size_t n = (size_t)(nl - c->buf);
-            size_t k = n < cap - 1 ? n : cap - 1;
-            memcpy(line, c->buf, k);
-            line[k] = '\0';
-            memmove(c->buf, nl + 1, c->len - n - 1);
-            c->len -= n + 1;
-            return;
-        }
-        if (c->len == sizeof c->buf) fail("%s", "reply line too long");
-        ssize_t r = read(c->fd, c->buf + c->len, sizeof c->buf - c->len);
-        if (r < 0 && errno == EINTR) continue;
-        if (r < 0) fail("read failed: %s", strerror(errno));
-        if (r == 0) fail("%s", "server closed the connection");
-        c->len += (size_t)r;
-    }
+    const char *err = pmi_read_line(c->fd, c->buf, sizeof c->buf, &c->len, line, cap);
+    if (err) fail("reading a reply: %s", err);
 }
 
 static void expect(struct conn *c, const char *prefix)
@@ -137,35 +106,6 @@ static int reply_ok(const char *line)
 {
     if (!expect_prefix) return strncmp(line, "cmd=error", 9) != 0;
     return strncmp(line, expect_prefix, strlen(expect_prefix)) == 0;
-}
-
-static int connect_port(const char *port)
-{
-    int fd;
-    const char *path = NULL;
-    if (!strncmp(port, "unix://", 7)) path = port + 7;
-    else if (port[0] == '/') path = port;
-    if (path) {
-        struct sockaddr_un a = { .sun_family = AF_UNIX };
-        if (strlen(path) >= sizeof a.sun_path) fail("unix path too long: %s", path);
-        strcpy(a.sun_path, path);
-        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) < 0) fail("cannot connect to %s", port);
-    } else {
-        const char *hp = !strncmp(port, "tcp://", 6) ? port + 6 : port;
-        char host[256];
-        const char *colon = strrchr(hp, ':');
-        if (!colon || (size_t)(colon - hp) >= sizeof host) fail("bad PMI_PORT %s", port);
-        memcpy(host, hp, (size_t)(colon - hp));
-        host[colon - hp] = '\0';
-        struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(colon + 1)) };
-        if (inet_pton(AF_INET, host, &a.sin_addr) != 1) fail("PMI_PORT host must be an IPv4 literal: %s", port);
-        fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) < 0) fail("cannot connect to %s", port);
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    }
-    return fd;
 }
 
 int main(int argc, char **argv)
@@ -210,9 +150,9 @@ int main(int argc, char **argv)
     } else if (pmi_port) {
         int id = pmi_id ? atoi(pmi_id) : 0;
         for (int j = 0; j < nconns; j++) {
-            cs[j].fd = connect_port(pmi_port);
+            cs[j].fd = pmi_connect_port(pmi_port);
             int n = snprintf(line, sizeof line, "cmd=initack pmiid=%d\n", id + j);
-            write_all(cs[j].fd, line, (size_t)n);
+            pmi_write_all(cs[j].fd, line, (size_t)n);
         }
     } else {
         fail("%s", "neither PMI_FD nor PMI_PORT is set");
@@ -226,17 +166,17 @@ int main(int argc, char **argv)
             for (int k = 0; k < 3; k++) read_line(&cs[j], line, sizeof line); /* cmd=set size/rank/debug */
         }
         static const char init[] = "cmd=init pmi_version=1 pmi_subversion=1\n";
-        write_all(cs[j].fd, init, sizeof init - 1);
+        pmi_write_all(cs[j].fd, init, sizeof init - 1);
         expect(&cs[j], "cmd=response_to_init");
     }
     static const char bar[] = "cmd=barrier_in\n";
-    for (int j = 0; j < nconns; j++) write_all(cs[j].fd, bar, sizeof bar - 1);
+    for (int j = 0; j < nconns; j++) pmi_write_all(cs[j].fd, bar, sizeof bar - 1);
     for (int j = 0; j < nconns; j++) expect(&cs[j], "cmd=barrier_out");
 
     char req[512];
     int reqlen = cmd ? snprintf(req, sizeof req, "%s\n", cmd) : snprintf(req, sizeof req, "cmd=get kvsname=%s key=%s\n", kvsname, key);
     if (reqlen <= 0 || (size_t)reqlen >= sizeof req) fail("%s", "request line too long");
-    uint64_t t0 = now_ns(), m0, m1, end;
+    uint64_t t0 = pmi_now_ns(), m0, m1, end;
     if (window_mode) {
         m0 = t0 + (uint64_t)(warmup_ms * 1e6);
         m1 = m0 + (uint64_t)(window_ms * 1e6);
@@ -250,28 +190,28 @@ int main(int argc, char **argv)
         struct conn *c = &cs[0];
         if (!window_mode) {
             for (long i = 0; i < warmup; i++) {
-                write_all(c->fd, req, (size_t)reqlen);
+                pmi_write_all(c->fd, req, (size_t)reqlen);
                 read_line(c, line, sizeof line);
                 if (!reply_ok(line)) fail("unexpected reply: %s", line);
             }
-            span_start = now_ns();
+            span_start = pmi_now_ns();
             for (long i = 0; i < iters; i++) {
-                uint64_t s = now_ns();
-                write_all(c->fd, req, (size_t)reqlen);
+                uint64_t s = pmi_now_ns();
+                pmi_write_all(c->fd, req, (size_t)reqlen);
                 read_line(c, line, sizeof line);
-                record(now_ns() - s);
+                record(pmi_now_ns() - s);
             }
-            span_end = now_ns();
+            span_end = pmi_now_ns();
             if (!reply_ok(line)) fail("unexpected reply: %s", line);
         } else {
             span_start = m0;
             span_end = m1;
             for (long guard = 0; guard < 2000000000L; guard++) {
-                uint64_t s = now_ns();
+                uint64_t s = pmi_now_ns();
                 if (s >= end) break;
-                write_all(c->fd, req, (size_t)reqlen);
+                pmi_write_all(c->fd, req, (size_t)reqlen);
                 read_line(c, line, sizeof line);
-                uint64_t e = now_ns();
+                uint64_t e = pmi_now_ns();
                 if (s >= m0 && e <= m1) record(e - s);
             }
             if (!reply_ok(line)) fail("unexpected reply: %s", line);
@@ -285,8 +225,8 @@ int main(int argc, char **argv)
         for (int j = 0; j < nconns; j++) {
             struct epoll_event ev = { .events = EPOLLIN, .data.u32 = (uint32_t)j };
             epoll_ctl(ep, EPOLL_CTL_ADD, cs[j].fd, &ev);
-            cs[j].sent_at = now_ns();
-            write_all(cs[j].fd, req, (size_t)reqlen);
+            cs[j].sent_at = pmi_now_ns();
+            pmi_write_all(cs[j].fd, req, (size_t)reqlen);
         }
         int active = nconns;
         struct epoll_event evs[64];
@@ -306,14 +246,14 @@ int main(int argc, char **argv)
                     if (!reply_ok(c->buf)) fail("unexpected reply: %s", c->buf);
                     memmove(c->buf, nl + 1, c->len - l - 1);
                     c->len -= l + 1;
-                    uint64_t e = now_ns();
+                    uint64_t e = pmi_now_ns();
                     if (c->sent_at >= m0 && e <= m1) record(e - c->sent_at);
                     if (e >= end) {
                         epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
                         active--;
                     } else {
                         c->sent_at = e;
-                        write_all(c->fd, req, (size_t)reqlen);
+                        pmi_write_all(c->fd, req, (size_t)reqlen);
                     }
                 }
             }
@@ -323,7 +263,7 @@ int main(int argc, char **argv)
 
     static const char fin[] = "cmd=finalize\n";
     for (int j = 0; j < nconns; j++) {
-        write_all(cs[j].fd, fin, sizeof fin - 1);
+        pmi_write_all(cs[j].fd, fin, sizeof fin - 1);
         expect(&cs[j], "cmd=finalize_ack");
         close(cs[j].fd);
     }

@@ -49,6 +49,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#define PMI_PROG "pmi_wireup_client"
+#include "pmi_client_io.h"
+
 #define VALUE_MAX 256
 #define LINE_MAX_ 2048
 
@@ -80,28 +83,10 @@ static void fail(const char *fmt, ...)
     exit(1);
 }
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 /* The business card of a rank: what it puts and what every get of bc-<rank> must return. */
 static int card(int rank, char *out, size_t cap)
 {
     return snprintf(out, cap, "tcp://127.0.0.1:%d/%0100d", 10000 + rank, rank);
-}
-
-static void write_all(int fd, const char *s, size_t len)
-{
-    while (len) {
-        ssize_t n = write(fd, s, len);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) fail("write failed: %s", strerror(errno));
-        s += n;
-        len -= (size_t)n;
-    }
 }
 
 /*
@@ -137,24 +122,8 @@ static int reply_ok(const char *line, const char *cmd)
 /* Blocking read of one line (set-up only); NUL-terminated without '\n'. */
 static void read_line(struct conn *c, char *line, size_t cap)
 {
-    for (;;) {
-        char *nl = memchr(c->buf, '\n', c->len);
-        if (nl) {
-            size_t n = (size_t)(nl - c->buf);
-            size_t k = n < cap - 1 ? n : cap - 1;
-            memcpy(line, c->buf, k);
-            line[k] = '\0';
-            memmove(c->buf, nl + 1, c->len - n - 1);
-            c->len -= n + 1;
-            return;
-        }
-        if (c->len == sizeof c->buf) fail("reply line too long");
-        ssize_t r = read(c->fd, c->buf + c->len, sizeof c->buf - c->len);
-        if (r < 0 && errno == EINTR) continue;
-        if (r < 0) fail("rank %d: read failed: %s", c->rank, strerror(errno));
-        if (r == 0) fail("rank %d: the server closed the connection", c->rank);
-        c->len += (size_t)r;
-    }
+    const char *err = pmi_read_line(c->fd, c->buf, sizeof c->buf, &c->len, line, cap);
+    if (err) fail("rank %d: %s", c->rank, err);
 }
 
 static void expect(struct conn *c, const char *cmd, char *line)
@@ -163,42 +132,13 @@ static void expect(struct conn *c, const char *cmd, char *line)
     if (!reply_ok(line, cmd)) fail("rank %d: expected cmd=%s rc=0, got: %s", c->rank, cmd, line);
 }
 
-static int connect_port(const char *port)
-{
-    int fd;
-    const char *path = NULL;
-    if (!strncmp(port, "unix://", 7)) path = port + 7;
-    else if (port[0] == '/') path = port;
-    if (path) {
-        struct sockaddr_un a = { .sun_family = AF_UNIX };
-        if (strlen(path) >= sizeof a.sun_path) fail("unix path too long: %s", path);
-        strcpy(a.sun_path, path);
-        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) < 0) fail("cannot connect to %s: %s", port, strerror(errno));
-    } else {
-        const char *hp = !strncmp(port, "tcp://", 6) ? port + 6 : port;
-        char host[256];
-        const char *colon = strrchr(hp, ':');
-        if (!colon || (size_t)(colon - hp) >= sizeof host) fail("bad PMI_PORT %s", port);
-        memcpy(host, hp, (size_t)(colon - hp));
-        host[colon - hp] = '\0';
-        struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(colon + 1)) };
-        if (inet_pton(AF_INET, host, &a.sin_addr) != 1) fail("PMI_PORT host must be an IPv4 literal: %s", port);
-        fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) < 0) fail("cannot connect to %s: %s", port, strerror(errno));
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    }
-    return fd;
-}
-
 static void send_get(struct conn *c)
 {
     char req[LINE_MAX_];
     int key = (c->rank + c->got) % job_size;
     int n = snprintf(req, sizeof req, "cmd=get kvsname=%s key=bc-%d\n", kvsname, key);
-    c->sent_at = now_ns();
-    write_all(c->fd, req, (size_t)n);
+    c->sent_at = pmi_now_ns();
+    pmi_write_all(c->fd, req, (size_t)n);
 }
 
 static uint64_t t_put_barrier, t_gets, t_final_barrier, t_finalize;
@@ -212,11 +152,11 @@ static void max_into(uint64_t *t, uint64_t v)
 static void on_reply(struct conn *c, const char *line)
 {
     static const char barrier[] = "cmd=barrier_in\n";
-    uint64_t now = now_ns();
+    uint64_t now = pmi_now_ns();
     switch (c->state) {
     case S_PUT:
         if (!reply_ok(line, "put_result")) fail("rank %d: put answered: %s", c->rank, line);
-        write_all(c->fd, barrier, sizeof barrier - 1);
+        pmi_write_all(c->fd, barrier, sizeof barrier - 1);
         c->state = S_BARRIER1;
         break;
     case S_BARRIER1:
@@ -241,7 +181,7 @@ static void on_reply(struct conn *c, const char *line)
             send_get(c);
         } else {
             max_into(&t_gets, now);
-            write_all(c->fd, barrier, sizeof barrier - 1);
+            pmi_write_all(c->fd, barrier, sizeof barrier - 1);
             c->state = S_BARRIER2;
         }
         break;
@@ -250,7 +190,7 @@ static void on_reply(struct conn *c, const char *line)
         static const char fin[] = "cmd=finalize\n";
         if (!reply_ok(line, "barrier_out")) fail("rank %d: final barrier answered: %s", c->rank, line);
         max_into(&t_final_barrier, now);
-        write_all(c->fd, fin, sizeof fin - 1);
+        pmi_write_all(c->fd, fin, sizeof fin - 1);
         c->state = S_FINALIZE;
         break;
     }
@@ -305,10 +245,10 @@ int main(int argc, char **argv)
     } else if (pmi_port) {
         int id = pmi_id ? atoi(pmi_id) : 0;
         for (int j = 0; j < nconns; j++) {
-            cs[j].fd = connect_port(pmi_port);
+            cs[j].fd = pmi_connect_port(pmi_port);
             cs[j].rank = id + j;
             int n = snprintf(line, sizeof line, "cmd=initack pmiid=%d\n", id + j);
-            write_all(cs[j].fd, line, (size_t)n);
+            pmi_write_all(cs[j].fd, line, (size_t)n);
         }
     } else {
         fail("neither PMI_FD nor PMI_PORT is set");
@@ -329,7 +269,7 @@ int main(int argc, char **argv)
             for (int k = 0; k < 3; k++) read_line(c, line, sizeof line); /* cmd=set size/rank/debug */
         }
         static const char init[] = "cmd=init pmi_version=1 pmi_subversion=1\n";
-        write_all(c->fd, init, sizeof init - 1);
+        pmi_write_all(c->fd, init, sizeof init - 1);
         expect(c, "response_to_init", line);
     }
     if (job_size <= 0) job_size = reported_size;
@@ -337,7 +277,7 @@ int main(int argc, char **argv)
     static char kvs[512];
     if (!kvsname) {
         static const char ask[] = "cmd=get_my_kvsname\n";
-        write_all(cs[0].fd, ask, sizeof ask - 1);
+        pmi_write_all(cs[0].fd, ask, sizeof ask - 1);
         expect(&cs[0], "my_kvsname", line);
         size_t l;
         const char *k = attr(line, "kvsname", &l);
@@ -346,11 +286,11 @@ int main(int argc, char **argv)
         kvsname = kvs;
     }
     static const char bar[] = "cmd=barrier_in\n";
-    for (int j = 0; j < nconns; j++) write_all(cs[j].fd, bar, sizeof bar - 1);
+    for (int j = 0; j < nconns; j++) pmi_write_all(cs[j].fd, bar, sizeof bar - 1);
     uint64_t t_start = 0;
     for (int j = 0; j < nconns; j++) {
         expect(&cs[j], "barrier_out", line);
-        if (j == 0) t_start = now_ns(); /* the barrier releases all ranks at once: the first seen is when */
+        if (j == 0) t_start = pmi_now_ns(); /* the barrier releases all ranks at once: the first seen is when */
     }
 
     /* Timed: every rank puts at once, then each runs its own lock-step sequence (on_reply). */
@@ -364,7 +304,7 @@ int main(int argc, char **argv)
         card(c->rank, val, sizeof val);
         int n = snprintf(line, sizeof line, "cmd=put kvsname=%s key=bc-%d value=%s\n", kvsname, c->rank, val);
         c->state = S_PUT;
-        write_all(c->fd, line, (size_t)n);
+        pmi_write_all(c->fd, line, (size_t)n);
     }
     int active = nconns;
     struct epoll_event evs[256];
