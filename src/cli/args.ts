@@ -12,6 +12,12 @@ export interface OptionSpec {
   /** Placeholder shown in help, e.g. N or URL. */
   readonly arg?: string;
   readonly help: string;
+  /**
+   * A string option whose value may be left out, like git's `--color[=WHEN]`: `--NAME=V`, or
+   * `--NAME V` when V matches `accepts` (so the program that follows is never taken for it), or a
+   * bare `--NAME`, which means `bare`. Handled by splitCommand.
+   */
+  readonly optionalValue?: { readonly accepts: RegExp; readonly bare: string };
 }
 
 export interface CommandSpec {
@@ -70,7 +76,8 @@ export function parseOrHelp(spec: CommandSpec, argv: readonly string[]): { value
 export function helpText(spec: CommandSpec): string {
   const options = { ...spec.options, ...COMMON };
   const rows = Object.entries(options).map(([name, o]) => {
-    const flag = `${o.short ? `-${o.short}, ` : '    '}--${name}${o.type === 'string' ? ` ${o.arg ?? 'VALUE'}` : ''}`;
+    const value = o.optionalValue ? `[=${o.arg ?? 'VALUE'}]` : ` ${o.arg ?? 'VALUE'}`;
+    const flag = `${o.short ? `-${o.short}, ` : '    '}--${name}${o.type === 'string' ? value : ''}`;
     const def = o.default !== undefined && o.default !== false ? ` (default: ${String(o.default)})` : '';
     return [flag, `${o.help}${def}${o.multiple ? ' (repeatable)' : ''}`] as const;
   });
@@ -106,7 +113,8 @@ export function listOption(values: ParsedValues, name: string): string[] {
 
 /**
  * Split `[options] [--] prog args…`: our options stop at `--` or at the first word that is not an
- * option (as mpiexec does), so the program's own flags are never taken for ours.
+ * option (as mpiexec does), so the program's own flags are never taken for ours. Options with an
+ * optional value come back as `--NAME=VALUE`.
  */
 export function splitCommand(spec: CommandSpec, argv: readonly string[]): { ours: string[]; command: string[] } {
   const options = { ...COMMON, ...spec.options };
@@ -116,14 +124,24 @@ export function splitCommand(spec: CommandSpec, argv: readonly string[]): { ours
     const short = Object.values(options).find((o) => o.short === flag.slice(1, 2));
     return short?.type === 'string' && flag.length === 2;
   };
+  const ours: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i] as string;
-    if (a === '--') return { ours: argv.slice(0, i), command: argv.slice(i + 1) };
+    if (a === '--') return { ours, command: argv.slice(i + 1) };
     if (a.startsWith('-') && a !== '-') {
-      if (takesValue(a)) i++;
+      const optional = a.startsWith('--') ? options[a.slice(2)]?.optionalValue : undefined;
+      if (optional) {
+        const next = argv[i + 1];
+        const given = next !== undefined && optional.accepts.test(next);
+        ours.push(`${a}=${given ? next : optional.bare}`);
+        if (given) i++;
+        continue;
+      }
+      ours.push(a);
+      if (takesValue(a) && i + 1 < argv.length) ours.push(argv[++i] as string);
       continue;
     }
-    return { ours: argv.slice(0, i), command: argv.slice(i) };
+    return { ours, command: argv.slice(i) };
   }
-  return { ours: [...argv], command: [] };
+  return { ours, command: [] };
 }

@@ -18,10 +18,10 @@ import type { JobServer, JobServerOptions } from '../host/job-server.js';
 import type { RelayHost } from '../host/relay-host.js';
 import type { ObserverBus } from '../host/bus.js';
 import type { JobStatus } from '../server/types.js';
-import { shellQuote } from '../util/shell-quote.js';
 import { signalChild } from '../util/signal-child.js';
 import { labelStream } from './output-labeler.js';
-import { rankEnv, rankVars, type RankConnection } from './rank-env.js';
+import { printAttach } from './attach.js';
+import { rankEnv, type RankConnection } from './rank-env.js';
 
 export type PmiMode = 'fd' | 'tcp' | 'unix';
 
@@ -161,7 +161,7 @@ export async function launch(opts: LaunchOptions): Promise<LaunchResult> {
     });
   }
 
-  if (opts.attach !== undefined) printAttach(stderr, opts, pmiPort as string);
+  if (opts.attach !== undefined) printAttach(stderr, { rank: opts.attach, size: opts.size, pmiPort: pmiPort as string, command: opts.command });
 
   const onSignal = (sig: NodeJS.Signals) => {
     if (failure) {
@@ -263,21 +263,4 @@ function attachedRankDone(server: JobServer, rank: number): Promise<void> {
     });
     check();
   });
-}
-
-function printAttach(out: NodeJS.WritableStream, opts: LaunchOptions, pmiPort: string): void {
-  const rank = opts.attach as number;
-  const vars = rankVars(rank, opts.size, { mode: 'port', pmiPort });
-  const envWords = Object.entries(vars).map(([k, v]) => `${k}=${v}`);
-  const cmd = shellQuote(opts.command);
-  out.write(
-    [
-      `pmibridge: rank ${rank} is not started; start it yourself, e.g. under a debugger, with:`,
-      `  env ${shellQuote(envWords)} ${cmd}`,
-      `  env ${shellQuote(envWords)} lldb --batch -o run -- ${cmd}`,
-      `  env ${shellQuote(envWords)} gdb -batch -ex run --args ${cmd}`,
-      `pmibridge: waiting for rank ${rank} to connect (PMI_PORT=${pmiPort}, PMI_ID=${rank})…`,
-      '',
-    ].join('\n'),
-  );
 }

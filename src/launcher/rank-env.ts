@@ -8,7 +8,12 @@
  */
 const INHERITED_PMI_VARS = ['PMI_FD', 'PMI_PORT', 'PMI_ID', 'PMI_RANK', 'PMI_SIZE', 'PMI_SPAWNED'] as const;
 
-export type RankConnection = { readonly mode: 'fd'; readonly fd: number } | { readonly mode: 'port'; readonly pmiPort: string };
+/**
+ * `pmiid` (port mode) is the PMI_ID the client sends in its handshake; it defaults to the rank.
+ * A relay in a rank slot (`wrap`) keys its session by the PMI_ID it was started with, which need
+ * not be the rank the upstream assigned.
+ */
+export type RankConnection = { readonly mode: 'fd'; readonly fd: number } | { readonly mode: 'port'; readonly pmiPort: string; readonly pmiid?: number };
 
 export function rankEnv(base: NodeJS.ProcessEnv, rank: number, size: number, conn: RankConnection): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { ...base };
@@ -19,5 +24,5 @@ export function rankEnv(base: NodeJS.ProcessEnv, rank: number, size: number, con
 /** Only the PMI variables (what --attach prints). */
 export function rankVars(rank: number, size: number, conn: RankConnection): Record<string, string> {
   if (conn.mode === 'fd') return { PMI_FD: String(conn.fd), PMI_RANK: String(rank), PMI_SIZE: String(size) };
-  return { PMI_PORT: conn.pmiPort, PMI_ID: String(rank), PMI_RANK: String(rank), PMI_SIZE: String(size) };
+  return { PMI_PORT: conn.pmiPort, PMI_ID: String(conn.pmiid ?? rank), PMI_RANK: String(rank), PMI_SIZE: String(size) };
 }
