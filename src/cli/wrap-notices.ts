@@ -26,7 +26,8 @@ export function refusalText(ev: BusEvent, slot: SlotFacts): string | undefined {
   let what: string;
   if (ev.type === 'peer-refused') {
     const who = ev.uid === undefined ? 'its uid could not be determined' : `it runs as uid ${ev.uid}`;
-    what = `refused a connection from ${ev.peer}: ${who}, and only uid ${myUid} (which runs this wrap) may join rank ${slot.rank}; start the rank as uid ${myUid}`;
+    // The listener's peer text may end in " uid N", which `who` says in words.
+    what = `refused a connection from ${ev.peer.replace(/ uid \d+$/, '')}: ${who}, and only uid ${myUid} (which runs this wrap) may join rank ${slot.rank}; start the rank as uid ${myUid}`;
   } else if (ev.type === 'relay' && ev.event.type === 'refused') {
     const use = `PMI_ID=${slot.pmiid}${slot.pmiPort ? ` with PMI_PORT=${slot.pmiPort}` : ''}`;
     what = `refused client ${ev.event.client}: ${ev.event.message}; this wrap serves rank ${slot.rank} only: use ${use}`;
