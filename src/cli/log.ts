@@ -70,6 +70,9 @@ function levelOf(ev: BusEvent): Level {
         case 'held':
         case 'taken-over':
         case 'session-closed':
+        case 'reply-kept':
+        case 'stalled':
+        case 'resumed':
           return 'info';
         default:
           return 'debug';
@@ -159,6 +162,12 @@ function relayMessage(e: RelayEvent): string {
       return e.previous === null && !e.wasHeld ? `session ${e.session} attached to client ${e.client}` : `session ${e.session} taken over by client ${e.client}${e.previous !== null ? ` (closed the older connection ${e.previous})` : ' (it was held)'}`;
     case 'replayed':
       return `session ${e.session}: ${e.what}`;
+    case 'reply-kept':
+      return `session ${e.session}: its client left before it received the reply to ${e.request} (${e.unread === null ? 'its connection was reset or cannot be asked' : `${e.unread} bytes unacknowledged or unread`}); kept for the client's re-send`;
+    case 'stalled':
+      return `session ${e.session} stalled: its client has not read its last reply (${e.unread} bytes waiting) — stopped, frozen or checkpointed; the session is kept as it is`;
+    case 'resumed':
+      return `session ${e.session} resumed: its client read its reply`;
     case 'answered-locally':
       return `session ${e.session}: answered ${e.cmd} from the session`;
     case 'hold-expired':

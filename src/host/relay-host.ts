@@ -10,6 +10,7 @@ import { RelayEngine, type RelayEngineOptions, type UpstreamIdentity } from '../
 import type { ClientFacts, ClientId, RelayAction, RelayEvent, RelayInput, SessionId } from '../relay/types.js';
 import { LineConnection } from '../transport/line-connection.js';
 import { listen, listenInherited, listenPrivateUnix, type AcceptedPeer, type Listener } from '../transport/listen.js';
+import { unreadBytes } from '../transport/unread-bytes.js';
 import { ObserverBus, type Leg } from './bus.js';
 
 export type UpstreamSpec =
@@ -28,6 +29,8 @@ export interface RelayHostOptions {
   readonly kvsCache?: boolean;
 }
 
+const TICK_MS = 1000;
+
 export class RelayHost {
   readonly engine: RelayEngine;
   readonly bus: ObserverBus;
@@ -39,12 +42,39 @@ export class RelayHost {
   private readonly maxLine: number;
   private nextClient = 1;
   private fdUsed = false;
+  /** Drives the engine's `tick` (replies not yet known received; stalled clients). */
+  private readonly ticker: NodeJS.Timeout;
 
   constructor(private readonly opts: RelayHostOptions) {
     const upstream: RelayEngineOptions['upstream'] = opts.upstream.kind === 'fd' ? { mode: 'fd', identity: opts.upstream.identity } : { mode: 'socket' };
-    this.engine = new RelayEngine({ upstream, holdMs: opts.holdMs, ...(opts.mapId ? { mapId: opts.mapId } : {}), ...(opts.kvsCache !== undefined ? { kvsCache: opts.kvsCache } : {}) });
+    this.engine = new RelayEngine({
+      upstream,
+      holdMs: opts.holdMs,
+      unread: (client) => this.unread(client),
+      ...(opts.mapId ? { mapId: opts.mapId } : {}),
+      ...(opts.kvsCache !== undefined ? { kvsCache: opts.kvsCache } : {}),
+    });
     this.bus = opts.bus ?? new ObserverBus();
     this.maxLine = opts.maxLine ?? defaultLimits().maxLine;
+    this.ticker = setInterval(() => {
+      if (this.clients.size > 0) this.step({ kind: 'tick' });
+    }, TICK_MS).unref();
+  }
+
+  /**
+   * Bytes a client connection has not provably received (engine option `unread`). Asked while the
+   * connection is open, or while its close is being reported: a clean EOF leaves the fd to ask; a
+   * reset (the peer closed with our bytes unread, or the kernel gave up on a frozen peer) does not,
+   * and means "not received".
+   */
+  private unread(client: ClientId): number | undefined {
+    const conn = this.clients.get(client);
+    if (!conn || conn.closeError) return undefined;
+    try {
+      return unreadBytes(conn.socket);
+    } catch {
+      return undefined; // no koffi / ioctl here: cannot tell
+    }
   }
 
   async listen(address: PmiAddress | 'private-unix' | { readonly fd: number }): Promise<Listener> {
@@ -72,8 +102,9 @@ export class RelayHost {
           if (this.bus.wantsLines) this.emitLine('client->relay', input.kind === 'line' ? input.line : `${input.prefix}… (${input.length} bytes)`, { conn: id });
         }),
       onClose: (reason) => {
-        this.clients.delete(id);
+        // Reported before the connection is forgotten: the engine asks what it left unread.
         this.step({ kind: 'client-close', client: id, reason });
+        this.clients.delete(id);
       },
     });
     this.clients.set(id, conn);
@@ -150,10 +181,10 @@ export class RelayHost {
       beforeApply?.();
       this.apply(actions);
     } catch (err) {
-      const where = 'client' in input ? `client ${input.client}` : `session ${input.session}`;
+      const where = 'client' in input ? `client ${input.client}` : 'session' in input ? `session ${input.session}` : 'the relay';
       this.bus.emit({ type: 'transport-error', message: `internal error while handling ${input.kind} of ${where}; closing it: ${String((err as Error)?.stack ?? err)}` });
       if ('client' in input) this.clients.get(input.client)?.destroy();
-      else this.upstreams.get(input.session)?.destroy();
+      else if ('session' in input) this.upstreams.get(input.session)?.destroy();
     }
   }
 
@@ -206,6 +237,7 @@ export class RelayHost {
   }
 
   async close(): Promise<void> {
+    clearInterval(this.ticker);
     for (const t of this.timers.values()) clearTimeout(t);
     this.timers.clear();
     for (const c of this.clients.values()) c.destroy();

@@ -17,14 +17,20 @@
  *    - after a takeover, `init`, `get_maxes`, `get_appnum`, `get_my_kvsname`,
  *      `get_universe_size` are answered from the session (never sent upstream twice); the request
  *      that was in flight at the disconnect, sent again, gets the kept reply exactly once (or waits
- *      for it); an identical `put` already acknowledged is acknowledged again without a duplicate
- *      upstream;
+ *      for it);
  *    - a held session whose hold expires is closed upstream, so the server sees a failed rank.
+ *    The replay rules, and why each is safe, are in replay.ts.
+ * 5. Receipt of replies (replay.ts): the last reply a client was sent is *unconfirmed* until the
+ *    client sends its next line on that connection or the kernel says the bytes were taken
+ *    (`unread` option). When the client leaves or is replaced before that, the reply is kept for
+ *    its re-send; a reply known to be received is never replayed. A live client's request always
+ *    goes upstream, except the re-sends a takeover allows (replay.ts).
  * 4. The client's handshake is answered from the upstream's: `initack` + `set` lines rewritten with
  *    the rank and size the upstream gave (or, for an inherited-fd upstream, PMI_RANK/PMI_SIZE).
  */
 import { formatReply, preview, tokenize, isTokens, wireMsg, type Framed, type Tokens } from '../protocol/index.js';
 import { RelayKvsCache, type CacheStats } from './kvs-cache.js';
+import { PutHistory, type Unconfirmed } from './replay.js';
 import type { ClientFacts, ClientId, RelayAction, RelayEvent, RelayInput, SessionId, SessionState } from './types.js';
 
 export interface UpstreamIdentity {
@@ -50,10 +56,23 @@ export interface RelayEngineOptions {
    * false forwards every get (to measure the hop, or to rule the cache out when debugging).
    */
   readonly kvsCache?: boolean;
+  /**
+   * Bytes sent to a client connection that its peer has not provably received: TCP not yet
+   * acknowledged, Unix not yet read (SIOCOUTQ), plus what is still queued in the host. 0: all
+   * received; undefined: cannot tell (counted as not received). Asked when a client leaves or is
+   * replaced with a reply unconfirmed, and on ticks. Default: cannot tell.
+   */
+  readonly unread?: (client: ClientId) => number | undefined;
 }
 
 /** Requests that change nothing upstream: they may pass a kept reply without voiding it. */
 const READ_ONLY = new Set(['get', 'get_maxes', 'get_appnum', 'get_my_kvsname', 'get_universe_size', 'lookup_name']);
+
+/** The request line a spawn block's reply is kept under. */
+const SPAWN_LINE = 'mcmd=spawn';
+
+/** kvsname, key, value of a put. */
+type PutAttrs = readonly [string, string, string];
 
 /** Queries whose answers never change during a job: answered from the session after the first. */
 const INVARIANT = new Set(['init', 'get_maxes', 'get_appnum', 'get_my_kvsname', 'get_universe_size']);
@@ -63,7 +82,7 @@ interface Inflight {
   readonly cmd: string;
   /** The client that asked, or null once it went away (the reply will be kept). */
   client: ClientId | null;
-  readonly put?: readonly [string, string];
+  readonly put?: PutAttrs;
   /**
    * A `get` not sent upstream yet: it waits for another session's fetch of the same key (parked),
    * or it is the fetch itself (fetching). `ck` is its cache key.
@@ -83,7 +102,17 @@ interface Session {
   /** Clients waiting for their initack answer until the upstream handshake completes. */
   awaitingInitack: ClientId[];
   readonly invariant: Map<string, string>;
-  readonly ackedPuts: Map<string, string>;
+  /** Puts acknowledged since the client last received a barrier_out (replay.ts). */
+  readonly puts: PutHistory;
+  /** Set by a takeover: the new client may re-send what its predecessor did this epoch (replay.ts). */
+  catchingUp: boolean;
+  /** The last reply sent to the current client, until it provably received it. */
+  unconfirmed: Unconfirmed | null;
+  /**
+   * A re-sent spawn block whose lines are swallowed until its last segment's endcmd (the kept
+   * reply then): the segment counts it announced so far.
+   */
+  swallowSpawn: { tot: number; sofar: number } | null;
   inflight: Inflight | null;
   /** A reply that arrived while no client was connected, for the request that asked it. */
   kept: { readonly line: string; readonly reply: string } | null;
@@ -107,9 +136,11 @@ export class RelayEngine {
   private readonly clients = new Map<ClientId, Client>();
   private readonly mapId: (pmiid: number) => number | undefined;
   private readonly cache: RelayKvsCache | null;
+  private readonly unread: (client: ClientId) => number | undefined;
 
   constructor(private readonly opts: RelayEngineOptions) {
     this.mapId = opts.mapId ?? ((id) => id);
+    this.unread = opts.unread ?? (() => undefined);
     this.cache = opts.kvsCache === false ? null : new RelayKvsCache();
     if (opts.holdMs !== null && (!Number.isFinite(opts.holdMs) || opts.holdMs < 0)) throw new TypeError(`holdMs must be >= 0 or null, got ${opts.holdMs}`);
   }
@@ -140,6 +171,9 @@ export class RelayEngine {
         break;
       case 'prepare':
         this.prepare(input.session, out);
+        break;
+      case 'tick':
+        this.tick(out);
         break;
     }
     return out;
@@ -181,6 +215,8 @@ export class RelayEngine {
     const session = client.session === null ? undefined : this.sessions.get(client.session);
     if (!session) return this.firstLine(client, line, out);
     if (session.client !== client.id) return; // superseded (taken over): ignore stragglers
+    // A lock-step client speaks again only after reading its reply: that reply is received.
+    this.confirmed(session, out);
     this.request(session, client, line, out);
   }
 
@@ -204,10 +240,8 @@ export class RelayEngine {
       return this.refuse(client, answerInitack ? 'initack' : 'error', 'E_UNKNOWN_PMIID', `no_session_for_pmiid_${pmiid}`, `PMI_ID ${pmiid} is not served by this relay`, out);
     }
     let session = this.sessions.get(pmiid);
-    // A finalized session still admits the client whose finalize_ack was kept while it was away.
-    if (session && (session.state === 'closed' || (session.state === 'finalized' && !session.kept))) {
-      return this.refuse(client, answerInitack ? 'initack' : 'error', 'E_SESSION_OVER', `session_${pmiid}_is_${session.state}`, `PMI_ID ${pmiid} already ${session.state}; it cannot join again`, out);
-    }
+    const over = (s: Session) => this.refuse(client, answerInitack ? 'initack' : 'error', 'E_SESSION_OVER', `session_${pmiid}_is_${s.state}`, `PMI_ID ${pmiid} already ${s.state}; it cannot join again`, out);
+    if (session?.state === 'closed') return over(session);
     if (session) {
       // Takeover: only by the same uid; the newer connection wins, even over a live-looking one.
       // A session owned by a known uid is only taken over by that uid — not by one we cannot
@@ -216,14 +250,19 @@ export class RelayEngine {
         const who = client.facts.uid === undefined ? 'a client whose uid cannot be verified' : `uid ${client.facts.uid}`;
         return this.refuse(client, answerInitack ? 'initack' : 'error', 'E_WRONG_UID', `pmiid_${pmiid}_belongs_to_another_user`, `${who} tried to take over PMI_ID ${pmiid}, owned by uid ${session.uid}`, out);
       }
+      // Did the connection being replaced get its last reply? (A frozen one may not have.)
+      if (session.client !== null) this.settleReceipt(session, session.client, out);
+      // A finalized session still admits the client whose finalize_ack it did not receive.
+      if (session.state === 'finalized' && !session.kept) return over(session);
       // A prepared session (or one whose first client's uid was unknown) belongs to the first known uid.
       session.uid ??= client.facts.uid;
       const previous = session.client;
       const wasHeld = session.state === 'held';
-      if (session.state === 'waiting') session.state = 'ready';
+      if (session.state === 'waiting' || session.state === 'stalled') session.state = 'ready';
+      if (previous !== null || wasHeld) session.catchingUp = true;
       if (previous !== null) {
         const old = this.clients.get(previous);
-        if (old) {
+        if (old && !old.closing) {
           old.closing = true;
           out.push({ kind: 'client-close', client: previous, reason: `replaced by a newer connection for PMI_ID ${pmiid}` });
         }
@@ -258,7 +297,10 @@ export class RelayEngine {
       handshakeLines: this.opts.upstream.mode === 'socket' ? 4 : 0,
       awaitingInitack: [],
       invariant: new Map(),
-      ackedPuts: new Map(),
+      puts: new PutHistory(),
+      catchingUp: false,
+      unconfirmed: null,
+      swallowSpawn: null,
       inflight: null,
       kept: null,
       queue: [],
@@ -298,16 +340,71 @@ export class RelayEngine {
     this.sendClient(client, formatReply({ cmd: 'initack', rc: 0, rank: id.rank, size: id.size, appnum: id.appnum, debug: id.debug }), out);
   }
 
+  /** Send the reply to `line` to the session's client; it stays unconfirmed until proven received. */
+  private answer(session: Session, client: Client, line: string, reply: string, out: RelayAction[]): void {
+    this.sendClient(client, reply, out);
+    if (session.client === client.id) session.unconfirmed = { line, reply, ticks: 0 };
+  }
+
+  /** The current client provably has its last reply (it spoke again, or the kernel says so). */
+  private confirmed(session: Session, out: RelayAction[]): void {
+    if (session.unconfirmed) session.puts.received();
+    session.unconfirmed = null;
+    if (session.state === 'stalled') {
+      session.state = 'ready';
+      out.push(event({ type: 'resumed', session: session.id }));
+    }
+  }
+
+  /**
+   * `client` leaves the session (closed, or replaced by a newer connection): its last reply, unless
+   * provably received, is kept for the re-send a restored or restarted client will make.
+   */
+  private settleReceipt(session: Session, client: ClientId, out: RelayAction[]): void {
+    const u = session.unconfirmed;
+    session.unconfirmed = null;
+    // A kept reply outlives reads only (request()): an unconfirmed one now is a read's, and the
+    // kept one is what the client still has to re-send.
+    if (!u || session.kept) return;
+    const unread = this.unread(client);
+    if (unread === 0) return session.puts.received();
+    session.puts.notReceived();
+    session.kept = { line: u.line, reply: u.reply };
+    out.push(event({ type: 'reply-kept', session: session.id, request: preview(u.line), unread: unread ?? null }));
+  }
+
+  /** Once a second: confirm replies the kernel says were taken; report clients that stopped reading. */
+  private tick(out: RelayAction[]): void {
+    for (const session of this.sessions.values()) {
+      const u = session.unconfirmed;
+      if (!u || session.client === null) continue;
+      // A reply sent since the last tick is left alone: most are read within microseconds, and the
+      // client's next request proves it for free.
+      if (u.ticks++ === 0) continue;
+      const unread = this.unread(session.client);
+      if (unread === 0) this.confirmed(session, out);
+      else if (unread !== undefined && session.state === 'ready') {
+        session.state = 'stalled';
+        out.push(event({ type: 'stalled', session: session.id, unread }));
+      }
+    }
+  }
+
   /** A request from the session's current client. */
   private request(session: Session, client: Client, line: string, out: RelayAction[]): void {
     // The hot path: a get already answered this epoch, from an idle session — no parsing.
     if (this.cache && session.state === 'ready' && !session.inflight && !session.kept && !session.inSpawn && session.barriers === this.cache.epoch) {
       const reply = this.cache.hitLine(line);
-      if (reply !== undefined) return this.sendClient(client, reply, out);
+      if (reply !== undefined) return this.answer(session, client, line, reply, out);
     }
     const t = tokenize(line);
     const tokens = isTokens(t) ? t : null;
     const cmd = tokens ? (tokens.head === 'mcmd' ? 'spawn' : tokens.name) : '';
+    if (session.swallowSpawn || (cmd === 'spawn' && !session.inSpawn && session.kept?.line === SPAWN_LINE)) return this.replaySpawn(session, client, line, out);
+    const put = cmd === 'put' && tokens ? ([tokens.attrs.get('kvsname') ?? '', tokens.attrs.get('key') ?? '', tokens.attrs.get('value') ?? ''] as const) : undefined;
+    // The takeover's catch-up ends with the first request that is not a start-up query, a read or
+    // a re-sent put: from then on the client is live and everything it asks goes upstream.
+    if (session.catchingUp && !READ_ONLY.has(cmd) && !INVARIANT.has(cmd) && cmd !== 'initack' && !(put && session.puts.acknowledged(...put))) session.catchingUp = false;
     // A new spawn block waits for the upstream like any request (lock-step); the segments after the
     // first endcmd (inflight is the spawn itself) and the lines inside a block go straight on.
     const busy = session.state === 'opening' || (session.inflight !== null && session.inflight.cmd !== 'spawn');
@@ -323,13 +420,14 @@ export class RelayEngine {
     const cached = INVARIANT.has(cmd) ? session.invariant.get(line) : undefined;
     if (cached !== undefined) {
       out.push(event({ type: 'answered-locally', session: session.id, cmd }));
-      return this.sendClient(client, cached, out);
+      return this.answer(session, client, line, cached, out);
     }
-    const put = cmd === 'put' && tokens ? ([tokens.attrs.get('key') ?? '', tokens.attrs.get('value') ?? ''] as const) : undefined;
-    if (put && this.cache && tokens) this.cache.forget(RelayKvsCache.keyOf(tokens.attrs.get('kvsname') ?? '', put[0]));
-    if (put && session.ackedPuts.get(put[0]) === put[1]) {
-      out.push(event({ type: 'answered-locally', session: session.id, cmd: 'put (identical to one already acknowledged)' }));
-      return this.sendClient(client, 'cmd=put_result rc=0\n', out);
+    if (put && this.cache) this.cache.forget(RelayKvsCache.keyOf(put[0], put[1]));
+    if (put && session.catchingUp && session.kept?.line !== line) {
+      // Still catching up after a takeover: a restarted rank re-doing a put its predecessor had
+      // acknowledged this epoch (replay.ts). Never for a live client: its puts always go upstream.
+      out.push(event({ type: 'answered-locally', session: session.id, cmd: 'put (re-sent after a takeover, acknowledged before it)' }));
+      return this.answer(session, client, line, 'cmd=put_result rc=0\n', out);
     }
     if (session.state === 'opening' || session.inflight) {
       if (session.inflight && session.inflight.client === null && session.inflight.line === line) {
@@ -350,9 +448,13 @@ export class RelayEngine {
       session.kept = null;
       if (kept.line === line) {
         out.push(event({ type: 'replayed', session: session.id, what: `${cmd} (reply kept while disconnected)` }));
-        return this.deliver(session, client, cmd, kept.reply, out);
+        return this.deliver(session, client, cmd, line, kept.reply, out);
       }
       out.push(event({ type: 'protocol-error', session: session.id, message: `dropped the reply kept for ${preview(kept.line)}: the reconnected client asked ${preview(line)} instead` }));
+    }
+    if (session.state === 'finalized') {
+      // Only the kept finalize_ack could still be collected; the upstream connection is done.
+      return this.answer(session, client, line, `cmd=error rc=-1 msg=${wireMsg(`PMI_ID_${session.id}_already_finalized`)}\n`, out);
     }
     if (cmd === 'get' && tokens && this.cache && session.barriers === this.cache.epoch && !session.inSpawn) {
       return this.cachedGet(session, client.id, line, RelayKvsCache.keyOf(tokens.attrs.get('kvsname') ?? '', tokens.attrs.get('key') ?? ''), out);
@@ -371,7 +473,7 @@ export class RelayEngine {
     if (reply !== undefined) {
       cache.rememberLine(line, reply);
       const c = client === null ? undefined : this.clients.get(client);
-      if (c && session.client === c.id) this.sendClient(c, reply, out);
+      if (c && session.client === c.id) this.answer(session, c, line, reply, out);
       else session.kept = { line, reply };
       return;
     }
@@ -402,7 +504,7 @@ export class RelayEngine {
     for (const w of waiting) this.wakeParked(w, !remembered, out);
   }
 
-  private forward(session: Session, client: ClientId | null, cmd: string, line: string, put: readonly [string, string] | undefined, out: RelayAction[]): void {
+  private forward(session: Session, client: ClientId | null, cmd: string, line: string, put: PutAttrs | undefined, out: RelayAction[]): void {
     out.push({ kind: 'upstream-send', session: session.id, data: `${line}\n` });
     if (cmd === 'abort') return; // no reply will come
     session.inflight = { line, cmd, client, ...(put ? { put } : {}) };
@@ -412,18 +514,45 @@ export class RelayEngine {
     out.push({ kind: 'upstream-send', session: session.id, data: `${line}\n` });
     session.inSpawn = line.trim() !== 'endcmd';
     // The reply comes after the last segment's endcmd; any endcmd may be it.
-    if (!session.inSpawn) session.inflight = { line: 'mcmd=spawn', cmd: 'spawn', client: session.client };
+    if (!session.inSpawn) session.inflight = { line: SPAWN_LINE, cmd: 'spawn', client: session.client };
   }
 
-  private deliver(session: Session, client: Client, cmd: string, reply: string, out: RelayAction[]): void {
-    this.sendClient(client, reply, out);
+  /**
+   * A spawn block re-sent after a takeover whose spawn_result was kept: the block was spawned
+   * already, so its lines are swallowed and the kept result answers its endcmd.
+   */
+  private replaySpawn(session: Session, client: Client, line: string, out: RelayAction[]): void {
+    const s = session.swallowSpawn;
+    if (!s) {
+      session.swallowSpawn = { tot: 1, sofar: 1 };
+      out.push(event({ type: 'replayed', session: session.id, what: 'spawn (block already spawned; its result was kept)' }));
+      return;
+    }
+    const m = /^(totspawns|spawnssofar)=(\d{1,9})$/.exec(line.trim());
+    if (m) s[m[1] === 'totspawns' ? 'tot' : 'sofar'] = Number(m[2]);
+    if (line.trim() !== 'endcmd' || s.sofar < s.tot) return;
+    session.swallowSpawn = null;
+    const kept = session.kept;
+    session.kept = null;
+    if (kept) this.deliver(session, client, 'spawn', SPAWN_LINE, kept.reply, out);
+  }
+
+  private deliver(session: Session, client: Client, cmd: string, line: string, reply: string, out: RelayAction[]): void {
+    this.answer(session, client, line, reply, out);
+    if (cmd === 'barrier_in' && reply.startsWith('cmd=barrier_out')) session.puts.barrierDelivered();
     if (cmd === 'finalize' && /^cmd=finalize_ack\b/.test(reply)) {
-      session.state = 'finalized';
-      out.push(event({ type: 'finalized', session: session.id }));
+      this.finalized(session, out);
       client.closing = true;
       out.push({ kind: 'client-close', client: client.id, reason: 'finalized' });
-      out.push({ kind: 'upstream-close', session: session.id, reason: 'finalized' });
     }
+  }
+
+  /** The upstream acknowledged finalize: its connection is done (once), whoever collects the ack. */
+  private finalized(session: Session, out: RelayAction[]): void {
+    if (session.state === 'finalized') return;
+    session.state = 'finalized';
+    out.push(event({ type: 'finalized', session: session.id }));
+    out.push({ kind: 'upstream-close', session: session.id, reason: 'finalized' });
   }
 
   private clientClose(id: ClientId, reason: string, out: RelayAction[]): void {
@@ -435,6 +564,7 @@ export class RelayEngine {
     session.client = null;
     if (session.inflight?.client === id) session.inflight.client = null;
     session.awaitingInitack = session.awaitingInitack.filter((c) => c !== id);
+    this.settleReceipt(session, id, out);
     if (session.state === 'finalized' || session.state === 'closed') return;
     const hold = this.opts.holdMs;
     if (hold === 0) return this.closeSession(session, `client disconnected before finalize (${reason}); --hold 0 passes that through`, out);
@@ -494,12 +624,12 @@ export class RelayEngine {
       this.cache?.advance(session.barriers);
     }
     if (INVARIANT.has(inflight.cmd) && /\brc=0\b/.test(line)) session.invariant.set(inflight.line, reply);
-    if (inflight.put && /^cmd=put_result\b/.test(line) && (/\brc=0\b/.test(line) || !/\brc=/.test(line))) session.ackedPuts.set(inflight.put[0], inflight.put[1]);
+    if (inflight.put && /^cmd=put_result\b/.test(line) && (/\brc=0\b/.test(line) || !/\brc=/.test(line))) session.puts.record(...inflight.put);
     const client = inflight.client === null ? undefined : this.clients.get(inflight.client);
-    if (client && session.client === client.id) this.deliver(session, client, inflight.cmd, reply, out);
+    if (client && session.client === client.id) this.deliver(session, client, inflight.cmd, inflight.line, reply, out);
     else {
       session.kept = { line: inflight.line, reply };
-      if (inflight.cmd === 'finalize') session.state = 'finalized';
+      if (inflight.cmd === 'finalize' && /^cmd=finalize_ack\b/.test(line)) this.finalized(session, out);
     }
     if (inflight.cache) this.settleFetch(inflight.cache.ck, reply, session.barriers, out, inflight.line);
     this.drain(session, out);

@@ -26,10 +26,17 @@ export type RelayInput =
   | { readonly kind: 'upstream-input'; readonly session: SessionId; readonly input: Framed }
   | { readonly kind: 'upstream-close'; readonly session: SessionId; readonly reason: string }
   | { readonly kind: 'timer'; readonly session: SessionId }
+  /**
+   * A periodic look (about once a second) at replies not yet known to be received: the host asks
+   * the kernel (RelayEngineOptions.unread); a reply still unread after a whole tick marks its
+   * session stalled (a frozen or checkpointed client), one read since clears it.
+   */
+  | { readonly kind: 'tick' }
   /** Open a session before its client exists (wrap needs the rank and size to start its child). */
   | { readonly kind: 'prepare'; readonly session: SessionId };
 
-export type SessionState = 'opening' | 'ready' | 'waiting' | 'held' | 'finalized' | 'closed';
+/** `stalled`: connected, but its last reply has sat unread for a tick or more (frozen, checkpointed). */
+export type SessionState = 'opening' | 'ready' | 'waiting' | 'held' | 'stalled' | 'finalized' | 'closed';
 
 export type RelayEvent =
   | { readonly type: 'session-opened'; readonly session: SessionId; readonly upstreamId: number; readonly client: ClientId | null }
@@ -37,6 +44,11 @@ export type RelayEvent =
   | { readonly type: 'held'; readonly session: SessionId; readonly holdMs: number | null; readonly reason: string }
   | { readonly type: 'taken-over'; readonly session: SessionId; readonly client: ClientId; readonly previous: ClientId | null; readonly wasHeld: boolean }
   | { readonly type: 'replayed'; readonly session: SessionId; readonly what: string }
+  /** The client left (or was replaced) before it provably received its last reply: kept for a re-send. */
+  | { readonly type: 'reply-kept'; readonly session: SessionId; readonly request: string; readonly unread: number | null }
+  /** A connected client has not read its last reply for a tick or more (`unread` bytes), or has again. */
+  | { readonly type: 'stalled'; readonly session: SessionId; readonly unread: number }
+  | { readonly type: 'resumed'; readonly session: SessionId }
   | { readonly type: 'answered-locally'; readonly session: SessionId; readonly cmd: string }
   | { readonly type: 'hold-expired'; readonly session: SessionId; readonly message: string }
   | { readonly type: 'finalized'; readonly session: SessionId }

@@ -27,6 +27,8 @@ const STATE_OF: Readonly<Record<string, string>> = {
   finalized: 'finalized',
   'rank-failed': 'failed',
   held: 'held',
+  stalled: 'stalled',
+  resumed: 'connected',
   'taken-over': 'connected',
   handshaken: 'connected',
   'session-opened': 'connecting',

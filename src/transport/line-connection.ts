@@ -35,6 +35,8 @@ export class LineConnection {
   private readonly framer: LineFramer;
   private closed = false;
   private ending = false;
+  /** The error code that ended the connection (ECONNRESET, ETIMEDOUT…), if an error did. */
+  closeError: string | null = null;
   /** Bytes sent while a chunk of input is being handled (written after it); null outside. */
   private batch: string | null = null;
   private shared = false;
@@ -61,7 +63,10 @@ export class LineConnection {
       this.finish('peer closed the connection');
       if (!socket.destroyed) socket.end();
     });
-    socket.on('error', (err: NodeJS.ErrnoException) => this.finish(`socket error: ${err.code ?? err.message}`));
+    socket.on('error', (err: NodeJS.ErrnoException) => {
+      if (!this.closed) this.closeError = err.code ?? 'error';
+      this.finish(`socket error: ${err.code ?? err.message}`);
+    });
     socket.on('close', () => this.finish('connection closed'));
   }
 
