@@ -1,0 +1,63 @@
+// The Unix-socket counterpart of frozen-tcp.test.ts: a rank connected to the relay over a Unix
+// socket is stopped (SIGSTOP: its connection stays open, as a CRIU restore leaves it) and a new
+// process with the same PMI_ID connects and re-sends its pending request. A reply the stopped
+// rank never read (the relay's SIOCOUTQ is not 0) is delivered once to the new one; a reply it
+// read is never replayed.
+import t, { type Test } from 'tap';
+import { netnsMissing, type RawClient } from './fixtures/netns.js';
+import { frozenJob, serverBarrierIn, barriersCompleted, logTail, type FrozenJob } from './fixtures/frozen-job.js';
+
+const skip = netnsMissing() ?? false;
+const QUIET_MS = 1500;
+
+async function finalizeBoth(t: Test, job: FrozenJob, a: RawClient, b: RawClient): Promise<void> {
+  await a.request('cmd=finalize', /^cmd=finalize_ack rc=0/, `${a.label}: finalize_ack`);
+  await b.request('cmd=finalize', /^cmd=finalize_ack rc=0/, `${b.label}: finalize_ack`);
+  t.equal((await job.serverExit()).code, 0, `serve saw a normal job (${logTail(job.serverLogs.stderr)})`);
+  t.equal((await job.relayExit()).code, 0, 'the relay ended with both sessions finalized');
+}
+
+t.test('Unix, SIGSTOP in a barrier: the unread barrier_out is delivered once to the new process', { skip }, async (t) => {
+  const job = await frozenJob(t, { listen: 'unix' });
+  t.match(job.port, /^(unix:\/\/)?\//, 'the relay listens on a Unix socket');
+  const a = await job.rank(0, 'A');
+  const entered = serverBarrierIn(job, 1, 'A\'s barrier_in to reach the server');
+  a.send('cmd=barrier_in');
+  await entered;
+  a.kill('SIGSTOP');
+  const b = await job.rank(1, 'B');
+  await b.request('cmd=barrier_in', /^cmd=barrier_out rc=0/, 'B: barrier_out (A is in the barrier, stopped)');
+  await new Promise((r) => setTimeout(r, 200)); // the relay writes A's barrier_out into the stopped connection
+
+  const a2 = await job.rank(0, 'A\'');
+  a2.send('cmd=barrier_in');
+  await a2.next(/^cmd=barrier_out rc=0/, 'A\': the barrier_out A never read, at once', 5_000);
+  await a2.none(QUIET_MS, 'exactly one barrier_out');
+  t.equal(barriersCompleted(job), 1, 'the server saw one barrier');
+  t.equal(job.serverSaw(0, /^cmd=barrier_in/), 1, 'rank 0 entered the barrier once upstream');
+  await finalizeBoth(t, job, a2, b);
+  t.match(job.relayLogs.stderr, /taken over/, 'the relay logged the takeover');
+  t.same(a.received.slice(5), [], 'the stopped A read nothing after init (it is killed on teardown)');
+});
+
+t.test('Unix, barrier_out read, then SIGSTOP: the new process\'s barrier_in is a new barrier', { skip }, async (t) => {
+  const job = await frozenJob(t, { listen: 'unix' });
+  const a = await job.rank(0, 'A');
+  const b = await job.rank(1, 'B');
+  a.send('cmd=barrier_in');
+  b.send('cmd=barrier_in');
+  await a.next(/^cmd=barrier_out rc=0/, 'A: barrier_out of the first barrier');
+  await b.next(/^cmd=barrier_out rc=0/, 'B: barrier_out of the first barrier');
+  a.kill('SIGSTOP'); // A's process read the bytes: the relay's SIOCOUTQ is 0
+
+  const a2 = await job.rank(0, 'A\'');
+  const entered = serverBarrierIn(job, 1, 'A\'s barrier_in of the second barrier to reach the server');
+  a2.send('cmd=barrier_in');
+  await entered;
+  await a2.none(QUIET_MS, 'no barrier_out before B enters the second barrier (the first one\'s must not be replayed)');
+  b.send('cmd=barrier_in');
+  await a2.next(/^cmd=barrier_out rc=0/, 'A\': barrier_out of the second barrier');
+  await b.next(/^cmd=barrier_out rc=0/, 'B: barrier_out of the second barrier');
+  t.equal(barriersCompleted(job), 2, 'the server saw two barriers');
+  await finalizeBoth(t, job, a2, b);
+});
