@@ -4,7 +4,7 @@
 // hydra and libmpich, Debian's lldb, gdb and valgrind, a second uid.
 import t, { type Test } from 'tap';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { collect, envWithPmibridge, exitOf, runCommand, until } from './fixtures/cli.js';
+import { collect, envWithPmibridge, exitOf, runCli, runCommand, until } from './fixtures/cli.js';
 import { mpichMissing, mpiProgram } from './fixtures/mpich.js';
 import { attachEnv } from './fixtures/attach.js';
 import { LLDB_ENV, toolMissing } from './fixtures/tools.js';
@@ -55,6 +55,25 @@ t.test('--attach takes an optional value: --attach=R, --attach R, --attach all, 
   t.same(split(['--attach', './p', '2']), { ours: ['--attach=all'], command: ['./p', '2'] }, 'the program is never taken for the rank');
   t.same(split(['--attach', '--', './p']), { ours: ['--attach=all'], command: ['./p'] });
   t.same(split(['--pmi', 'tcp', '--attach', '--hold', '5s', 'lldb']), { ours: ['--pmi', 'tcp', '--attach=all', '--hold', '5s'], command: ['lldb'] });
+});
+
+t.test('wrap --help states the --pmi auto rule and --attach; bad values are usage errors (exit 2)', { skip: mpich ?? false }, async (t) => {
+  const help = await runCli(['wrap', '--help']);
+  t.equal(help.code, 0);
+  t.match(help.stdout, /--pmi fd\|tcp\|unix\|auto/);
+  t.match(help.stdout, /auto {2}tcp when the program's basename is a debugger or tracer/);
+  t.match(help.stdout, /--attach\[=RANK\|all\]/);
+  for (const [args, re] of [
+    [['wrap', '--pmi', 'pipe', '--', 'true'], /--pmi must be fd, tcp, unix or auto, got "pipe"/],
+    [['wrap', '--attach=two', '--', 'true'], /--attach takes a rank or all, got "two"/],
+  ] as const) {
+    const r = await runCli(args);
+    t.equal(r.code, 2, args.join(' '));
+    t.match(r.stderr, re);
+  }
+  const r = await hydra(['-n', '2', 'pmibridge', 'wrap', '--attach', '5', '--', 'true']);
+  t.not(r.code, 0, 'a rank the job does not have');
+  t.match(r.stderr, /--attach 5: the job has 2 rank\(s\), 0 to 1/);
 });
 
 t.test('what the child gets: --pmi tcp (no PMI_FD), unix, fd, and auto for a plain program', { skip: mpich ?? false }, async (t) => {

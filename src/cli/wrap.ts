@@ -114,6 +114,9 @@ export async function main(argv: string[]): Promise<number> {
       throw new Error(`cannot reach the upstream PMI server (${upstream.description}): ${(err as Error).message}`, { cause: err });
     }
     const slot = { host, session, rank: identity.rank, size: identity.size };
+    if (attachText !== undefined && attachText !== 'all' && Number(attachText) >= identity.size) {
+      throw new UsageError('wrap', `--attach ${attachText}: the job has ${identity.size} rank(s), 0 to ${identity.size - 1}`);
+    }
     // The rank is the upstream's (hydra's PMI_RANK, or the handshake's), not our session number.
     if (attachText === 'all' || (attachText !== undefined && Number(attachText) === identity.rank)) {
       const { pmiPort } = await host.listen(LOOPBACK_TCP);
