@@ -2,7 +2,8 @@
 import t from 'tap';
 import { runCli, runCommand, startCli, exitOf, waitForLine } from './fixtures/cli.js';
 import { mpichMissing } from './fixtures/mpich.js';
-import { attachJob, has } from './fixtures/attach.js';
+import { attachJob } from './fixtures/attach.js';
+import { toolMissing } from './fixtures/tools.js';
 
 t.test('--help on every command and subcommand', async (t) => {
   for (const args of [['--help'], ['run', '--help'], ['serve', '--help'], ['pmi', '--help'], ...['info', 'put', 'get', 'barrier', 'exchange'].map((s) => ['pmi', s, '--help'])]) {
@@ -87,11 +88,11 @@ t.test('--attach 1: rank 1 started by hand with the printed environment', { skip
   await attachJob(t, [], (prog) => [prog]);
 });
 
-t.test('--attach 1: rank 1 started under gdb', { skip: mpichSkip || (has('gdb') ? false : 'gdb not installed') }, async (t) => {
+t.test('--attach 1: rank 1 started under gdb', { skip: mpichSkip || (toolMissing('gdb') ?? false) }, async (t) => {
   await attachJob(t, [], (prog) => ['gdb', '-batch', '-ex', 'run', '--args', prog]);
 });
 
-t.test('--attach 1: rank 1 started under lldb (which closes inherited fds)', { skip: mpichSkip || (has('lldb') ? false : 'lldb not installed') }, async (t) => {
+t.test('--attach 1: rank 1 started under lldb (which closes inherited fds)', { skip: mpichSkip || (toolMissing('lldb') ?? false) }, async (t) => {
   await attachJob(t, [], (prog) => ['lldb', '--batch', '-o', 'run', '--', prog]);
 });
 

@@ -3,7 +3,8 @@
 import t from 'tap';
 import { exitOf, runCommand, startCli, waitForLine, envWithPmibridge, runCli, collect } from './fixtures/cli.js';
 import { mpichMissing, mpiProgram } from './fixtures/mpich.js';
-import { attachJob, has } from './fixtures/attach.js';
+import { attachJob } from './fixtures/attach.js';
+import { toolMissing } from './fixtures/tools.js';
 
 const skip = mpichMissing() ?? false;
 
@@ -67,10 +68,10 @@ for (const pmi of ['fd', 'tcp']) {
   });
 }
 
-t.test('run --relay --attach 1 with rank 1 under lldb (which closes inherited fds)', { skip: skip || (has('lldb') ? false : 'lldb not installed') }, async (t) => {
+t.test('run --relay --attach 1 with rank 1 under lldb (which closes inherited fds)', { skip: skip || (toolMissing('lldb') ?? false) }, async (t) => {
   await attachJob(t, ['--relay'], (prog) => ['lldb', '--batch', '-o', 'run', '--', prog]);
 });
 
-t.test('run --relay --attach 1 with rank 1 under gdb', { skip: skip || (has('gdb') ? false : 'gdb not installed') }, async (t) => {
+t.test('run --relay --attach 1 with rank 1 under gdb', { skip: skip || (toolMissing('gdb') ?? false) }, async (t) => {
   await attachJob(t, ['--relay'], (prog) => ['gdb', '-batch', '-ex', 'run', '--args', prog]);
 });
