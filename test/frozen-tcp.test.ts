@@ -92,7 +92,8 @@ t.test('TCP, barrier, reply read (kernel ACK only, no later request): the restor
   const a = await job.rank(0, 'A');
   const b = await job.rank(1, 'B');
   await barrierBoth(a, b, 'the first barrier');
-  // A printed its barrier_out, so its kernel has acknowledged it: the relay's Send-Q is empty.
+  // A printed its barrier_out; its kernel acknowledges it (maybe a delayed ACK): Send-Q 0.
+  await job.replyAcked(a, 'its barrier_out');
   t.equal(await job.relaySendQ(a), 0, 'the relay\'s Send-Q to A is empty (barrier_out acknowledged)');
   await freezeAndKill(job, a);
 

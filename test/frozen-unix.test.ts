@@ -27,7 +27,7 @@ t.test('Unix, SIGSTOP in a barrier: the unread barrier_out is delivered once to 
   a.kill('SIGSTOP');
   const b = await job.rank(1, 'B');
   await b.request('cmd=barrier_in', /^cmd=barrier_out rc=0/, 'B: barrier_out (A is in the barrier, stopped)');
-  await new Promise((r) => setTimeout(r, 200)); // the relay writes A's barrier_out into the stopped connection
+  await job.unreadByClient(a, 'A\'s barrier_out'); // written by the relay into the stopped rank's socket
 
   const a2 = await job.rank(0, 'A\'');
   a2.send('cmd=barrier_in');
