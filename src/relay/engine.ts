@@ -260,6 +260,7 @@ export class RelayEngine {
       const wasHeld = session.state === 'held';
       if (session.state === 'waiting' || session.state === 'stalled') session.state = 'ready';
       if (previous !== null || wasHeld) session.catchingUp = true;
+      session.swallowSpawn = null; // a block the old connection was re-sending: the new one starts over
       if (previous !== null) {
         const old = this.clients.get(previous);
         if (old && !old.closing) {
