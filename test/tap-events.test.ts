@@ -285,6 +285,17 @@ t.test('snapshot of a relay: a session view merges with its rank once known, and
     [2, 'initialized'],
     [null, 'connecting'],
   ], 'taken over, then out of the barrier');
+  // a client frozen with its reply unread (a checkpoint): stalled, not lost; then it reads it
+  events.push({ type: 'relay', event: { type: 'stalled', session: 5, unread: 21 } });
+  t.same(feed('relay', events).snapshot().ranks.map((r) => [r.rank, r.state]), [
+    [2, 'stalled'],
+    [null, 'connecting'],
+  ], 'stalled');
+  events.push({ type: 'relay', event: { type: 'resumed', session: 5 } });
+  t.same(feed('relay', events).snapshot().ranks.map((r) => [r.rank, r.state]), [
+    [2, 'connected'],
+    [null, 'connecting'],
+  ], 'resumed');
   events.push({ type: 'relay', event: { type: 'finalized', session: 5 } }, { type: 'relay', event: { type: 'hold-expired', session: 6, message: 'gone' } });
   const end = feed('relay', events).snapshot();
   t.same(end.ranks.map((r) => [r.rank, r.session, r.state]), [
