@@ -17,6 +17,7 @@ import {
   formatReply,
   replyNameOf,
   tokenize,
+  isTokens,
   type Query,
   type Reply,
   type Tokens,
@@ -143,11 +144,13 @@ t.test('any attribute order', async (t) => {
   t.same(lookup.ok && lookup.reply, { cmd: 'lookup_result', rc: 0, msg: 'success', info: 'ok', port: 'tcp-port-0' });
 });
 
-t.test('missing rc reads as 0; a repeated attribute keeps the last value', async (t) => {
+t.test('missing rc reads as 0; a repeated attribute keeps the first value (as hydra and MPICH read it)', async (t) => {
   const r = decodeReply('cmd=maxes kvsname_max=256 keylen_max=64 vallen_max=1024');
   t.same(r.ok && r.reply, { cmd: 'maxes', rc: 0, kvsname_max: 256, keylen_max: 64, vallen_max: 1024 });
   const q = decodeQuery('cmd=get key=a key=b');
-  t.same(q.ok && q.query, { cmd: 'get', key: 'b' });
+  t.same(q.ok && q.query, { cmd: 'get', key: 'a' });
+  const tk = tokenize('cmd=put kvsname=k key=a value=x key=b value=y');
+  t.same(isTokens(tk) && [[...tk.attrs], tk.repeated], [[['kvsname', 'k'], ['key', 'a'], ['value', 'x']], ['key', 'value']]);
 });
 
 t.test('unknown attributes are kept in extra, in wire order', async (t) => {
@@ -461,6 +464,7 @@ function referenceTokenize(line: string, vocabulary?: Vocabulary): Tokens | Toke
   const vocab = vocabulary?.(head, name);
   const attrs = new Map<string, string>();
   const bare: string[] = [];
+  const repeated: string[] = [];
   let lastKey: string | undefined;
   for (const w of words.slice(1)) {
     if (w === '') continue;
@@ -468,7 +472,11 @@ function referenceTokenize(line: string, vocabulary?: Vocabulary): Tokens | Toke
     const inText = lastKey !== undefined && vocab?.text.has(lastKey) === true;
     if (eq > 0 && !(inText && !vocab?.known.has(w.slice(0, eq)))) {
       const key = w.slice(0, eq);
-      attrs.delete(key);
+      if (attrs.has(key)) {
+        repeated.push(key); // the first value stays
+        lastKey = undefined;
+        continue;
+      }
       attrs.set(key, w.slice(eq + 1));
       lastKey = key;
     } else if (inText) {
@@ -477,7 +485,7 @@ function referenceTokenize(line: string, vocabulary?: Vocabulary): Tokens | Toke
       bare.push(w);
     }
   }
-  return { head, name, attrs, bare };
+  return { head, name, attrs, bare, repeated };
 }
 
 t.test('the tokenizer reads every line as the plain split-based reading does', async (t) => {

@@ -5,7 +5,10 @@
  * pmi-wire-protocol.md §1.3); this one accepts what any of them accepts:
  * - tokens are separated by runs of spaces or tabs; a value runs to the next separator and may
  *   contain `=` (only the first `=` of a token splits);
- * - attributes may come in any order; a repeated attribute keeps its last value;
+ * - attributes may come in any order; a repeated attribute keeps its FIRST value, as hydra's
+ *   server and MPICH's client read it (PMIU_getval returns the first match), and its name is
+ *   listed in `repeated` so that a caller can refuse to cache what another reader could
+ *   understand differently (the relay's KVS cache);
  * - a word without `=` that follows a free-text attribute (`value`, `message`, …) is part of that
  *   text, as flux writes `value=a b c`; any other bare word is kept in `bare` for the caller;
  * - the line is a latin1 string: one char per byte, so any byte sequence (e.g. flux's UTF-8
@@ -21,7 +24,11 @@ export interface Tokens {
   readonly attrs: Map<string, string>;
   /** Words without `=` that were not part of a text attribute. */
   readonly bare: string[];
+  /** Names of attributes that came more than once (the first value was kept). Usually empty. */
+  readonly repeated: readonly string[];
 }
+
+const NONE: readonly string[] = Object.freeze([]);
 
 export type TokenizeFailure =
   | { readonly reason: 'blank'; readonly detail: string }
@@ -77,6 +84,7 @@ export function tokenize(line: string, vocabulary?: Vocabulary): Tokens | Tokeni
   const text = vocab?.text;
   const attrs = new Map<string, string>();
   const bare: string[] = [];
+  let repeated: string[] | undefined;
   let lastKey: string | undefined;
   let lastIsText = false;
   let nextTab = -1; // where the next tab (or the end) is, once looked up; a tab is rare
@@ -101,8 +109,13 @@ export function tokenize(line: string, vocabulary?: Vocabulary): Tokens | Tokeni
       // stays one value, while hydra 4.1's `value=v found=TRUE` splits off `found`).
       if (lastIsText && !vocab?.known.has(key)) {
         appendText(attrs, lastKey as string, line.slice(start, end));
+      } else if (attrs.has(key)) {
+        // A repeated attribute: the first one wins (hydra, MPICH). Its words, if free text, are
+        // not appended to the first value either.
+        (repeated ??= []).push(key);
+        lastKey = undefined;
+        lastIsText = false;
       } else {
-        if (attrs.size > 0) attrs.delete(key); // a repeated attribute: the last one wins, in its own position
         attrs.set(key, line.slice(nextEq + 1, end));
         lastKey = key;
         lastIsText = text?.has(key) ?? false;
@@ -114,7 +127,7 @@ export function tokenize(line: string, vocabulary?: Vocabulary): Tokens | Tokeni
     }
     start = end;
   }
-  return { head, name, attrs, bare };
+  return { head, name, attrs, bare, repeated: repeated ?? NONE };
 }
 
 function isSep(c: number): boolean {

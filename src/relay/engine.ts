@@ -68,6 +68,18 @@ export interface RelayEngineOptions {
 /** Requests that change nothing upstream: they may pass a kept reply without voiding it. */
 const READ_ONLY = new Set(['get', 'get_maxes', 'get_appnum', 'get_my_kvsname', 'get_universe_size', 'lookup_name']);
 
+/** Requests a session may have waiting behind the one in flight (a lock-step client has one). */
+const MAX_QUEUED = 256;
+const MAX_QUEUED_BYTES = 256 * 1024;
+
+/** A reply line `cmd=<name>` whose rc is 0 (or absent: hydra 4.0 writes none on success). */
+function succeeded(line: string, name: string): boolean {
+  const t = tokenize(line);
+  if (!isTokens(t) || t.name !== name) return false;
+  const rc = t.attrs.get('rc');
+  return rc === undefined || rc === '0';
+}
+
 /** The request line a spawn block's reply is kept under. */
 const SPAWN_LINE = 'mcmd=spawn';
 
@@ -118,6 +130,8 @@ interface Session {
   kept: { readonly line: string; readonly reply: string } | null;
   /** Requests waiting for the upstream (lock-step: one at a time). */
   readonly queue: Array<{ client: ClientId; line: string }>;
+  /** Bytes of the lines in `queue` (bounded with its length). */
+  queuedBytes: number;
   /** Lines of an mcmd=spawn block being forwarded. */
   inSpawn: boolean;
   /** Barriers this session completed upstream: its KVS epoch. */
@@ -275,6 +289,7 @@ export class RelayEngine {
       }
       // Requests the old connection had queued are void: the new one will send its own.
       for (let i = session.queue.length - 1; i >= 0; i--) if (session.queue[i]?.client !== client.id) session.queue.splice(i, 1);
+      session.queuedBytes = session.queue.reduce((n, q) => n + q.line.length, 0);
       session.client = client.id;
       client.session = session.id;
       out.push(event({ type: 'taken-over', session: session.id, client: client.id, previous, wasHeld }));
@@ -305,6 +320,7 @@ export class RelayEngine {
       inflight: null,
       kept: null,
       queue: [],
+      queuedBytes: 0,
       inSpawn: false,
       barriers: 0,
     };
@@ -438,7 +454,12 @@ export class RelayEngine {
         out.push(event({ type: 'replayed', session: session.id, what: `${cmd} (waiting for the reply already asked for)` }));
         return;
       }
+      if (session.queue.length >= MAX_QUEUED || session.queuedBytes + line.length > MAX_QUEUED_BYTES) {
+        // PMI is lock-step: a client with this much unanswered is flooding, not waiting.
+        return this.refuse(client, 'error', 'E_FLOOD', 'too_many_requests_waiting_send_one_request_at_a_time', `client ${client.id} (PMI_ID ${session.id}) sent more than ${MAX_QUEUED} requests or ${MAX_QUEUED_BYTES} bytes without waiting for the replies; closing that connection`, out);
+      }
       session.queue.push({ client: client.id, line });
+      session.queuedBytes += line.length;
       return;
     }
     // A kept reply waits for its request to be re-sent. Reads may come first (a restarted MPICH
@@ -457,7 +478,9 @@ export class RelayEngine {
       // Only the kept finalize_ack could still be collected; the upstream connection is done.
       return this.answer(session, client, line, `cmd=error rc=-1 msg=${wireMsg(`PMI_ID_${session.id}_already_finalized`)}\n`, out);
     }
-    if (cmd === 'get' && tokens && this.cache && session.barriers === this.cache.epoch && !session.inSpawn) {
+    // A get with a repeated attribute is forwarded but never cached: we read its first `key` (as
+    // hydra does), but another upstream might read it differently and file its answer elsewhere.
+    if (cmd === 'get' && tokens && tokens.repeated.length === 0 && this.cache && session.barriers === this.cache.epoch && !session.inSpawn) {
       return this.cachedGet(session, client.id, line, RelayKvsCache.keyOf(tokens.attrs.get('kvsname') ?? '', tokens.attrs.get('key') ?? ''), out);
     }
     this.forward(session, client.id, cmd, line, put, out);
@@ -540,7 +563,7 @@ export class RelayEngine {
 
   private deliver(session: Session, client: Client, cmd: string, line: string, reply: string, out: RelayAction[]): void {
     this.answer(session, client, line, reply, out);
-    if (cmd === 'barrier_in' && reply.startsWith('cmd=barrier_out')) session.puts.barrierDelivered();
+    if (cmd === 'barrier_in' && succeeded(reply, 'barrier_out')) session.puts.barrierDelivered();
     if (cmd === 'finalize' && /^cmd=finalize_ack\b/.test(reply)) {
       this.finalized(session, out);
       client.closing = true;
@@ -620,12 +643,14 @@ export class RelayEngine {
     }
     session.inflight = null;
     const reply = `${line}\n`;
-    if (inflight.cmd === 'barrier_in' && line.startsWith('cmd=barrier_out')) {
+    // Only a completed barrier starts an epoch: a refusal (`barrier_out rc=1 msg=init_required`)
+    // must not move this session's epoch, or it would file this epoch's answers under the next.
+    if (inflight.cmd === 'barrier_in' && succeeded(line, 'barrier_out')) {
       session.barriers++;
       this.cache?.advance(session.barriers);
     }
     if (INVARIANT.has(inflight.cmd) && /\brc=0\b/.test(line)) session.invariant.set(inflight.line, reply);
-    if (inflight.put && /^cmd=put_result\b/.test(line) && (/\brc=0\b/.test(line) || !/\brc=/.test(line))) session.puts.record(...inflight.put);
+    if (inflight.put && succeeded(line, 'put_result')) session.puts.record(...inflight.put);
     const client = inflight.client === null ? undefined : this.clients.get(inflight.client);
     if (client && session.client === client.id) this.deliver(session, client, inflight.cmd, inflight.line, reply, out);
     else {
@@ -699,6 +724,7 @@ export class RelayEngine {
     const free = () => !session.inflight || session.inSpawn || (session.inflight.cmd === 'spawn' && !!session.queue[0]?.line.startsWith('mcmd='));
     while (session.queue.length > 0 && session.state !== 'opening' && free()) {
       const next = session.queue.shift() as { client: ClientId; line: string };
+      session.queuedBytes -= next.line.length;
       const c = this.clients.get(next.client);
       if (!c || c.closing || session.client !== c.id) continue; // closing: e.g. finalized meanwhile
       this.request(session, c, next.line, out);

@@ -1,0 +1,82 @@
+/**
+ * The relay engine against hostile or broken peers (issue 10): a flooding client is cut off, not
+ * buffered without bound; a refused barrier does not move the KVS cache's epoch; a get with a
+ * repeated attribute is never cached (one reader's `key` is not another's).
+ */
+import t from 'tap';
+import type { ClientId } from '../src/relay/types.js';
+import { RelayHarness, defaultReply } from './fixtures/relay-harness.js';
+
+const KVS = 'kvs_upstream';
+
+function join(h: RelayHarness, pmiid: number): ClientId {
+  const c = h.connect({ transport: 'tcp', uid: 1000 });
+  h.line(c, `cmd=initack pmiid=${pmiid}`);
+  h.take(c);
+  return c;
+}
+
+t.test('a client that keeps writing while its request is in flight is refused and closed; its session and the others go on', (t) => {
+  const h = new RelayHarness({ engine: { upstream: { mode: 'socket' }, holdMs: 60_000 } });
+  const a = join(h, 0);
+  const b = join(h, 1);
+  h.line(a, 'cmd=barrier_in'); // held by the server: a's next lines queue
+  for (let i = 0; i < 1000 && !h.closedByEngine.has(a); i++) h.line(a, `cmd=get kvsname=${KVS} key=k${i}`);
+  t.equal(h.closedByEngine.has(a), true, 'the flooding connection is closed');
+  t.match(h.take(a).at(-1), /^cmd=error rc=-1 msg=too_many_requests_waiting_send_one_request_at_a_time$/, 'with a reason a user can act on');
+  t.match(h.eventsOf('refused'), [{ client: a, code: 'E_FLOOD', message: /without waiting for the replies/ }]);
+  t.ok((h.serverGot.get(0) ?? []).length < 5, 'nothing of the flood went upstream');
+  h.close(a);
+  t.equal(h.state(0), 'held', 'its session is held for a reconnect, as for any lost client');
+  t.same(h.take(b), []);
+  h.line(b, 'cmd=get_maxes');
+  t.same(h.take(b), ['cmd=maxes rc=0 kvsname_max=256 keylen_max=64 vallen_max=1024'], 'another session is served');
+  t.end();
+});
+
+t.test('a refused barrier_in (rc≠0) does not start a new KVS epoch in the relay', (t) => {
+  let refused = false;
+  const h = new RelayHarness({
+    engine: { upstream: { mode: 'socket' }, holdMs: 60_000 },
+    server: {
+      deferred: new Set(),
+      reply: (line, session) => {
+        if (line === 'cmd=barrier_in' && session === 0 && !refused) {
+          refused = true;
+          return 'cmd=barrier_out rc=1 msg=init_required';
+        }
+        return defaultReply(line);
+      },
+    },
+  });
+  const a = join(h, 0);
+  h.line(a, 'cmd=barrier_in');
+  t.same(h.take(a), ['cmd=barrier_out rc=1 msg=init_required'], 'the refusal is passed on');
+  t.equal(h.engine.cacheStats()?.epoch, 0, 'still epoch 0');
+  h.line(a, `cmd=get kvsname=${KVS} key=x`);
+  t.equal(h.engine.cacheStats()?.epoch, 0);
+  t.end();
+});
+
+t.test('a get with a repeated attribute is forwarded, never answered from or stored in the cache', (t) => {
+  const twice = `cmd=get kvsname=${KVS} key=da key=db`;
+  // The upstream reads the first `key` (hydra does): for the ambiguous line it answers da's value.
+  const kvs = new Map([['da', '1'], ['db', '2']]);
+  const firstKey = (line: string) => /\bkey=(\S*)/.exec(line)?.[1] ?? '';
+  const h = new RelayHarness({
+    engine: { upstream: { mode: 'socket' }, holdMs: 60_000 },
+    server: { reply: (line) => (line.startsWith('cmd=get ') ? `cmd=get_result rc=0 value=${kvs.get(firstKey(line)) ?? ''}` : defaultReply(line)) },
+  });
+  const a = join(h, 0);
+  const b = join(h, 1);
+  h.line(a, `cmd=put kvsname=${KVS} key=da value=1`);
+  h.line(a, `cmd=put kvsname=${KVS} key=db value=2`);
+  h.take(a);
+  for (const c of [a, b, a]) h.line(c, twice);
+  t.equal((h.serverGot.get(0) ?? []).filter((l) => l === twice).length + (h.serverGot.get(1) ?? []).filter((l) => l === twice).length, 3, 'every one went upstream');
+  h.take(a);
+  h.take(b);
+  h.line(b, `cmd=get kvsname=${KVS} key=db`);
+  t.same(h.take(b), ['cmd=get_result rc=0 value=2'], 'db is what the server says, not what it answered for the ambiguous line');
+  t.end();
+});
