@@ -4,10 +4,10 @@
  * loopback TCP, and wrap lasts as long as that rank's session does, as it would last as long as
  * its child. Other clients (wrong PMI_ID, another uid) are turned away and wrap keeps waiting.
  */
-import { constants as osConstants } from 'node:os';
 import type { RelayHost } from '../host/relay-host.js';
 import { printAttach } from '../launcher/attach.js';
 import { EXIT } from './exit-codes.js';
+import { untilSessionEnds } from './wrap-session.js';
 
 export interface AttachSlot {
   readonly host: RelayHost;
@@ -21,25 +21,7 @@ export interface AttachSlot {
 
 /** Exit status: 0 once the rank finalized; 1 when its session ended without; 128+n on a signal. */
 export function attachHandStarted(slot: AttachSlot, stderr: NodeJS.WritableStream = process.stderr): Promise<number> {
-  return new Promise((resolve) => {
-    const finish = (code: number, message?: string) => {
-      off();
-      process.off('SIGINT', onSignal);
-      process.off('SIGTERM', onSignal);
-      if (message) stderr.write(`pmibridge wrap: ${message}\n`);
-      resolve(code);
-    };
-    const off = slot.host.onRelayEvent((e) => {
-      if (e.type === 'finalized' && e.session === slot.session) finish(EXIT.OK);
-      else if (e.type === 'session-closed' && e.session === slot.session) {
-        // The upstream sees a failed rank either way (wrap closed, or it closed on us).
-        finish(EXIT.FAILURE, `rank ${slot.rank} (started by hand) ended without PMI finalize: ${e.reason}`);
-      }
-    });
-    // Interrupted while waiting: closing the relay (by our caller) shows the upstream a failed rank.
-    const onSignal = (sig: NodeJS.Signals) => finish(EXIT.SIGNAL_BASE + (osConstants.signals[sig] ?? 1), `interrupted by ${sig} while waiting for rank ${slot.rank}`);
-    process.on('SIGINT', onSignal);
-    process.on('SIGTERM', onSignal);
-    printAttach(stderr, { rank: slot.rank, size: slot.size, pmiPort: slot.pmiPort, pmiid: slot.session, command: slot.command });
-  });
+  const done = untilSessionEnds({ host: slot.host, session: slot.session, who: `rank ${slot.rank} (started by hand)`, failure: EXIT.FAILURE, stderr });
+  printAttach(stderr, { rank: slot.rank, size: slot.size, pmiPort: slot.pmiPort, pmiid: slot.session, command: slot.command });
+  return done;
 }

@@ -22,6 +22,12 @@ export interface ChildSlot {
   readonly rank: number;
   readonly size: number;
   readonly conn: WrapConnection;
+  /**
+   * `--checkpoint`: the child may be dumped by CRIU, which kills it with SIGKILL and restores it
+   * later as nobody's child of ours. Called when SIGKILL ended it before it finalized PMI; wrap's
+   * status is then what this resolves to (wrap-checkpoint.ts).
+   */
+  readonly afterKill?: (pid: number | undefined) => Promise<number>;
 }
 
 export async function runChild(slot: ChildSlot, prog: string, args: readonly string[]): Promise<number> {
@@ -46,7 +52,10 @@ export async function runChild(slot: ChildSlot, prog: string, args: readonly str
         process.stderr.write(`pmibridge wrap: cannot start ${prog}: ${why}\n`);
         resolve(EXIT.CANNOT_START);
       });
-      child.once('exit', (c, sig) => resolve(sig ? EXIT.SIGNAL_BASE + (osConstants.signals[sig] ?? 1) : (c ?? EXIT.FAILURE)));
+      child.once('exit', (c, sig) => {
+        if (sig === 'SIGKILL' && slot.afterKill) resolve(slot.afterKill(child.pid));
+        else resolve(sig ? EXIT.SIGNAL_BASE + (osConstants.signals[sig] ?? 1) : (c ?? EXIT.FAILURE));
+      });
     });
   } finally {
     process.off('SIGINT', forward);

@@ -19,6 +19,7 @@ import { EXIT } from './exit-codes.js';
 import { parseDuration, RELAY_OPTIONS, resolveUpstream } from './relay-options.js';
 import { runChild, type WrapConnection } from './wrap-child.js';
 import { attachHandStarted } from './wrap-attach.js';
+import { outliveDump } from './wrap-checkpoint.js';
 import { isRefusal, logAllBut, noticeRefusals } from './wrap-notices.js';
 import { ObserverBus } from '../host/bus.js';
 import { RelayHost } from '../host/relay-host.js';
@@ -28,7 +29,7 @@ const LOOPBACK_TCP = { kind: 'tcp', host: '127.0.0.1', port: 0 } as const;
 
 export const spec: CommandSpec = {
   name: 'wrap',
-  usage: 'pmibridge wrap [--pmi fd|tcp|unix|auto] [--attach[=RANK|all]] [--upstream URL|env] [--hold DURATION] [--] program [args…]',
+  usage: 'pmibridge wrap [--pmi fd|tcp|unix|auto] [--attach[=RANK|all]] [--checkpoint] [--upstream URL|env] [--hold DURATION] [--] program [args…]',
   summary: 'Run one rank behind a private relay: the child reaches the relay by --pmi, the relay speaks to the upstream.',
   description: [
     'Default upstream: env (the PMI_FD or PMI_PORT+PMI_ID that launched wrap), e.g.',
@@ -45,6 +46,11 @@ export const spec: CommandSpec = {
     '  auto  tcp when the program\'s basename is a debugger or tracer that starts the rank itself:',
     ...fill(`${TOOL_NAMES}; else fd.`, 84, '        '),
     '  e.g. mpiexec.hydra -n 4 pmibridge wrap -- lldb --batch -o run -- ./prog',
+    '',
+    '--checkpoint: the rank may be checkpointed with CRIU (criu dump kills it with SIGKILL; it comes',
+    'back restored, no longer our child). A SIGKILL before PMI finalize then keeps the session, and wrap',
+    'exits 0 once the restored rank finalized, 137 if the session ends without (a rank that really',
+    'died: its connection closes). Implies --pmi tcp. See deploy/checkpoint.md.',
     '',
     '--attach RANK (or --attach=RANK): in the slot of upstream rank RANK, start nothing; print the',
     'environment and the plain, lldb and gdb command lines to start the rank by hand (PMI_PORT on',
@@ -64,6 +70,7 @@ export const spec: CommandSpec = {
       optionalValue: { accepts: /^(\d+|all)$/, bare: 'all' },
       help: 'do not start the program in RANK\'s slot (every slot: bare or all); print how to start it by hand and wait for it',
     },
+    checkpoint: { type: 'boolean', help: 'the rank may be checkpointed with CRIU: a SIGKILL before PMI finalize keeps its session for the restored process (implies --pmi tcp)' },
     upstream: { type: 'string', arg: 'URL|env', default: 'env', help: 'the PMI server to forward to' },
     ...RELAY_OPTIONS,
   },
@@ -94,6 +101,10 @@ export async function main(argv: string[]): Promise<number> {
   const pmiText = stringOption(values, 'pmi') ?? 'auto';
   if (!['fd', 'tcp', 'unix', 'auto'].includes(pmiText)) throw new UsageError('wrap', `--pmi must be fd, tcp, unix or auto, got ${JSON.stringify(pmiText)}`);
   const pmi = pmiText as PmiChoice;
+  const checkpoint = values['checkpoint'] === true;
+  // CRIU restores a TCP connection (in place, or the client reconnects to PMI_PORT); it cannot
+  // give a restored rank back its end of our socketpair or Unix connection.
+  if (checkpoint && pmi !== 'auto' && pmi !== 'tcp') throw new UsageError('wrap', `--checkpoint needs --pmi tcp (CRIU restores TCP connections), not --pmi ${pmi}`);
   const attachText = stringOption(values, 'attach');
   if (attachText !== undefined && !/^(\d{1,9}|all)$/.test(attachText)) throw new UsageError('wrap', `--attach takes a rank or all, got ${JSON.stringify(attachText)}`);
   const upstream = resolveUpstream('wrap', stringOption(values, 'upstream') ?? 'env');
@@ -126,13 +137,14 @@ export async function main(argv: string[]): Promise<number> {
       waiting = false;
       return code;
     }
-    const mode = pmi === 'auto' ? (startsRankItself(prog) ? 'tcp' : 'fd') : pmi;
+    const mode = checkpoint ? 'tcp' : pmi === 'auto' ? (startsRankItself(prog) ? 'tcp' : 'fd') : pmi;
     const conn: WrapConnection =
       mode === 'fd'
         ? { mode: 'fd', fallbackPort: (await host.listen('private-unix')).pmiPort }
         : { mode: 'port', pmiPort: (await host.listen(mode === 'tcp' ? LOOPBACK_TCP : 'private-unix')).pmiPort };
     noticeRefusals(bus, log, { rank: identity.rank, pmiid: session, ...(conn.mode === 'port' ? { pmiPort: conn.pmiPort } : {}), waiting: () => false });
-    return await runChild({ ...slot, conn }, prog, args);
+    const afterKill = checkpoint && conn.mode === 'port' ? (pid: number | undefined) => outliveDump({ host, session, rank: identity.rank, pmiPort: conn.pmiPort }, pid) : undefined;
+    return await runChild({ ...slot, conn, ...(afterKill ? { afterKill } : {}) }, prog, args);
   } finally {
     await host.close();
   }
