@@ -32,8 +32,8 @@ export function tokenMatches(presented: string | undefined | null, token: string
 }
 
 /** The token a request presents: `Authorization: Bearer …` (programs) or `?token=` (browsers). */
-export function presentedToken(headers: { authorization?: string | undefined }, url: string | undefined): string | undefined {
+export function presentedToken(headers: { authorization?: string | undefined }, target: URL): string | undefined {
   const h = headers.authorization;
   if (h && /^bearer /i.test(h)) return h.slice(7).trim(); // the scheme is case-insensitive (RFC 7235)
-  return new URL(url ?? '/', 'http://x').searchParams.get('token') ?? undefined;
+  return target.searchParams.get('token') ?? undefined;
 }

@@ -1,0 +1,158 @@
+// The tap under hostile input, end to end with the built CLI: malformed HTTP and WebSocket
+// requests get a 400 and nothing else happens (serve, relay and run go on); clients cannot grow
+// /metrics with label values of their choosing; --tap-redact values hides every value in every
+// event; the token file must be ours; Host and Origin guard against DNS rebinding.
+import t, { type Test } from 'tap';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { envWithPmibridge, exitOf, runCli, startCli, waitForLine } from './fixtures/cli.js';
+import { getRequest, rawHttp, startTapped, upgradeRequest, type Tapped } from './fixtures/tap.js';
+import { ObserverBus } from '../src/host/bus.js';
+import { TapServer } from '../src/tap/tap-server.js';
+
+/** A rank as pmibridge's own client. */
+const rank = (port: string, id: number, args: readonly string[]) => runCli(['pmi', ...args], { env: envWithPmibridge({ PMI_PORT: port, PMI_ID: String(id) }), timeoutMs: 60_000 });
+
+/** Request targets and upgrades that `new URL()` (or anything else) might choke on. */
+const MALFORMED: ReadonlyArray<readonly [string, string]> = [
+  ['GET //[', getRequest('//[', ['Host: 127.0.0.1'])],
+  ['GET http://a:99999/', getRequest('http://a:99999/', ['Host: 127.0.0.1'])],
+  ['GET http://[', getRequest('http://[', ['Host: 127.0.0.1'])],
+  ['upgrade to http://a:99999/', upgradeRequest('http://a:99999/', ['Host: 127.0.0.1'])],
+  ['upgrade to //[', upgradeRequest('//[', ['Host: 127.0.0.1'])],
+  ['upgrade to /tap?token=%', upgradeRequest('/tap?token=%', ['Host: 127.0.0.1'])],
+];
+
+/** Every malformed request is answered 400 and closed; the tap still serves the next one. */
+async function malformedRequests(t: Tapped, test: Test): Promise<void> {
+  for (const [what, req] of MALFORMED) {
+    const reply = await rawHttp(t.tapPort, req);
+    test.equal(reply.status, 400, `${what}: 400 (${reply.head})`);
+    test.equal(t.child.exitCode, null, `${what}: the process is still running`);
+  }
+  const ok = await rawHttp(t.tapPort, getRequest('/metrics', ['Host: 127.0.0.1', `Authorization: Bearer ${t.token}`]));
+  test.equal(ok.status, 200, 'then /metrics is served as usual');
+}
+
+t.test('a malformed request to the tap gets a 400; serve, relay and run go on', async (t) => {
+  t.test('serve', async (t) => {
+    const s = await startTapped(t, ['serve', '-n', '1', '--tap', 'ws://127.0.0.1:0']);
+    await malformedRequests(s, t);
+    t.equal((await rank(s.port, 0, ['info'])).code, 0, 'a rank completes');
+    t.equal((await exitOf(s.child)).code, 0, 'the job ends normally');
+  });
+
+  t.test('relay', async (t) => {
+    const server = startCli(['serve', '-n', '1', '--listen', 'unix']);
+    t.teardown(() => void (server.exitCode === null && server.kill('SIGKILL')));
+    const [, upstream] = await waitForLine(server, /^PMI_PORT=(unix:\/\/\S+)$/);
+    const r = await startTapped(t, ['relay', '--upstream', upstream ?? '', '--listen', 'tcp://127.0.0.1:0', '--sessions', '1', '--tap', 'ws://127.0.0.1:0']);
+    await malformedRequests(r, t);
+    t.equal((await rank(r.port, 0, ['info'])).code, 0, 'a rank completes through the relay');
+    t.equal((await exitOf(r.child)).code, 0, 'the relay ends normally');
+    t.equal((await exitOf(server)).code, 0, 'and the server');
+  });
+
+  t.test('run', async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'pmibridge-tap-run-'));
+    t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+    const go = join(dir, 'go');
+    // the rank waits for the test to finish its requests, then does its PMI
+    const script = `while [ ! -e ${go} ]; do sleep 0.05; done; exec pmibridge pmi info`;
+    const r = await startTapped(t, ['run', '-n', '1', '--tap', 'ws://127.0.0.1:0', '--', 'sh', '-c', script], { waitPmiPort: false });
+    await malformedRequests(r, t);
+    writeFileSync(go, '');
+    t.equal((await exitOf(r.child)).code, 0, 'the job ends normally (its rank was not left behind)');
+  });
+});
+
+t.test('Host and Origin: a DNS-rebinding page or another site cannot use the tap', async (t) => {
+  const s = await startTapped(t, ['serve', '-n', '1', '--tap', 'ws://127.0.0.1:0', '--metrics-public']);
+  const p = s.tapPort;
+  const metrics = (headers: readonly string[]) => rawHttp(p, getRequest('/metrics', headers)).then((r) => r.status);
+  const page = (headers: readonly string[]) => rawHttp(p, getRequest(`/?token=${s.token}`, headers)).then((r) => r.status);
+  const upgrade = (headers: readonly string[]) => rawHttp(p, upgradeRequest('/tap', [`Authorization: Bearer ${s.token}`, ...headers])).then((r) => r.status);
+
+  for (const host of [`127.0.0.1:${p}`, `localhost:${p}`, `LocalHost:${p}`, `[::1]:${p}`, '127.0.0.1', 'localhost:9000']) {
+    t.equal(await metrics([`Host: ${host}`]), 200, `public /metrics with Host ${host}: 200`);
+  }
+  for (const host of [`evil.example:${p}`, 'evil.example', `127.0.0.1.nip.io:${p}`, `localhost.evil.example:${p}`, `10.1.2.3:${p}`]) {
+    t.equal(await metrics([`Host: ${host}`]), 421, `public /metrics with Host ${host}: 421 (DNS rebinding)`);
+    t.equal(await page([`Host: ${host}`]), 421, `the monitor page with the token and Host ${host}: 421`);
+    t.equal(await upgrade([`Host: ${host}`]), 421, `a WebSocket with the token and Host ${host}: 421`);
+  }
+  t.equal(await metrics(['Host: evil.example:80@127.0.0.1']), 400, 'a Host with userinfo: 400');
+  t.equal(await metrics([]), 400, 'no Host at all (HTTP/1.1): 400');
+  t.equal((await rawHttp(p, getRequest(`http://evil.example:${p}/metrics`, [`Host: 127.0.0.1:${p}`]))).status, 421, 'an absolute-form target naming another host: 421');
+  t.equal((await rawHttp(p, getRequest(`http://127.0.0.1:${p}/metrics`, [`Host: 127.0.0.1:${p}`]))).status, 200, 'an absolute-form target naming this tap: served');
+
+  const here = `Host: 127.0.0.1:${p}`;
+  t.equal(await upgrade([here]), 101, 'a WebSocket without Origin (a program): 101');
+  t.equal(await upgrade([here, `Origin: http://127.0.0.1:${p}`]), 101, 'a WebSocket from the monitor page itself (same origin): 101');
+  t.equal(await upgrade([`Host: localhost:9000`, 'Origin: http://localhost:9000']), 101, 'same origin through a tunnel on another port: 101');
+  for (const origin of ['http://evil.example', `http://evil.example:${p}`, `http://127.0.0.1:${p + 1}`, `http://localhost:${p}`, 'null', `http://127.0.0.1:${p}/x`, 'file://']) {
+    t.equal(await upgrade([here, `Origin: ${origin}`]), 403, `a WebSocket with the token from Origin ${origin}: 403`);
+    t.equal(await metrics([here, `Origin: ${origin}`]), 403, `public /metrics from Origin ${origin}: 403`);
+  }
+  t.equal(await metrics([here, `Origin: http://127.0.0.1:${p}`]), 200, 'public /metrics from its own origin: 200');
+
+  const body = (await rawHttp(p, getRequest('/metrics', [here]))).text;
+  t.match(body, /^pmibridge_refused_peers_total\{where="listener"\} \d+$/m, 'refusals are counted');
+  t.equal((await rank(s.port, 0, ['info'])).code, 0, 'the job goes on');
+  t.equal((await exitOf(s.child)).code, 0);
+});
+
+t.test('Host and Origin on a Unix-socket tap: any Host, but still same-origin only', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'pmibridge-tap-host-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const sock = join(dir, 'tap.sock');
+  const s = await startTapped(t, ['serve', '-n', '1', '--tap', sock]);
+  const auth = `Authorization: Bearer ${s.token}`;
+  t.equal((await rawHttp(sock, getRequest('/metrics', ['Host: whatever.example', auth]))).status, 200, 'any Host on a Unix socket');
+  t.equal((await rawHttp(sock, upgradeRequest('/tap', ['Host: whatever.example', auth, 'Origin: http://whatever.example']))).status, 101, 'same origin: 101');
+  t.equal((await rawHttp(sock, upgradeRequest('/tap', ['Host: whatever.example', auth, 'Origin: http://evil.example']))).status, 403, 'another origin: 403');
+  t.equal((await rank(s.port, 0, ['info'])).code, 0);
+  t.equal((await exitOf(s.child)).code, 0);
+});
+
+t.test('a failure while answering a request is caught where requests enter: 500, logged, the tap goes on', async (t) => {
+  const bus = new ObserverBus();
+  const errors: string[] = [];
+  bus.subscribe((ev) => void (ev.type === 'transport-error' && errors.push(ev.message)));
+  const tap = new TapServer({ listen: { kind: 'tcp', host: '127.0.0.1', port: 0 }, token: 'a-token-of-sixteen-chars', job: 'job', role: 'server', bus });
+  await tap.start();
+  t.teardown(() => tap.close());
+  const port = Number(/:(\d+)$/.exec(tap.url)?.[1]);
+  const auth = ['Host: 127.0.0.1', 'Authorization: Bearer a-token-of-sixteen-chars'];
+  const internals = tap as unknown as { wss: { handleUpgrade: (...a: unknown[]) => void }; recorder: { hello: () => unknown } };
+
+  // a throw before the answer began (as `new URL()` threw on odd targets)
+  const metrics = tap.metrics.registry.metrics.bind(tap.metrics.registry);
+  tap.metrics.registry.metrics = () => Promise.reject(new Error('boom in /metrics'));
+  t.equal((await rawHttp(port, getRequest('/metrics', auth))).status, 500, 'GET /metrics failing inside: 500');
+  t.match(errors.at(-1), /^tap: internal error while answering GET "\/metrics"; answered 500 and went on: Error: boom in \/metrics/, 'logged with what failed');
+  tap.metrics.registry.metrics = metrics;
+
+  // a throw in the upgrade, before the socket is a WebSocket
+  const handleUpgrade = internals.wss.handleUpgrade;
+  internals.wss.handleUpgrade = () => {
+    throw new Error('boom in the upgrade');
+  };
+  t.equal((await rawHttp(port, upgradeRequest('/tap', auth))).status, 500, 'an upgrade failing inside: 500');
+  t.match(errors.at(-1), /boom in the upgrade/);
+  internals.wss.handleUpgrade = handleUpgrade;
+
+  // a throw once it is a WebSocket: that observer is closed, nobody else notices
+  const hello = internals.recorder.hello.bind(internals.recorder);
+  internals.recorder.hello = () => {
+    throw new Error('boom after the upgrade');
+  };
+  const cut = await rawHttp(port, upgradeRequest('/tap', auth));
+  t.equal(cut.status, 101, 'the upgrade itself succeeded');
+  t.match(errors.at(-1), /boom after the upgrade/, 'the failure after it is logged');
+  internals.recorder.hello = hello;
+
+  t.equal((await rawHttp(port, getRequest('/metrics', auth))).status, 200, 'then /metrics is served as usual');
+  t.equal((await rawHttp(port, upgradeRequest('/tap', auth))).status, 101, 'and observers are admitted');
+});
