@@ -4,12 +4,14 @@
 // event; the token file must be ours; Host and Origin guard against DNS rebinding.
 import t, { type Test } from 'tap';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { envWithPmibridge, exitOf, runCli, startCli, waitForLine } from './fixtures/cli.js';
 import { getRequest, rawHttp, startTapped, upgradeRequest, type Tapped } from './fixtures/tap.js';
 import { ObserverBus } from '../src/host/bus.js';
 import { TapServer } from '../src/tap/tap-server.js';
+import { MAX_PENDING_REQUESTS, TapRecorder } from '../src/tap/event.js';
 
 /** A rank as pmibridge's own client. */
 const rank = (port: string, id: number, args: readonly string[]) => runCli(['pmi', ...args], { env: envWithPmibridge({ PMI_PORT: port, PMI_ID: String(id) }), timeoutMs: 60_000 });
@@ -155,4 +157,75 @@ t.test('a failure while answering a request is caught where requests enter: 500,
 
   t.equal((await rawHttp(port, getRequest('/metrics', auth))).status, 200, 'then /metrics is served as usual');
   t.equal((await rawHttp(port, upgradeRequest('/tap', auth))).status, 101, 'and observers are admitted');
+});
+
+/** Send `lines` on one new PMI connection; resolves with the replies once as many came back. */
+function pmiLines(pmiPort: string, lines: readonly string[]): Promise<string[]> {
+  const [host, port] = pmiPort.split(':');
+  return new Promise((resolve, reject) => {
+    const s = connect(Number(port), host ?? '127.0.0.1');
+    let buf = '';
+    const timer = setTimeout(() => {
+      s.destroy();
+      reject(new Error(`${buf.split('\n').length - 1} of ${lines.length} replies within 30 s`));
+    }, 30_000);
+    s.setEncoding('latin1');
+    s.on('data', (d: string) => {
+      buf += d;
+      const replies = buf.split('\n').slice(0, -1);
+      if (replies.length >= lines.length) {
+        clearTimeout(timer);
+        s.destroy();
+        resolve(replies);
+      }
+    });
+    s.on('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    s.write(lines.map((l) => `${l}\n`).join(''), 'latin1');
+  });
+}
+
+t.test('/metrics stays small whatever commands clients send: unknown ones are counted as cmd="other"', async (t) => {
+  const s = await startTapped(t, ['serve', '-n', '2', '--tap', 'ws://127.0.0.1:0', '--metrics-public']);
+  const scrape = async () => (await rawHttp(s.tapPort, getRequest('/metrics', ['Host: 127.0.0.1']))).text;
+  const before = (await scrape()).length;
+  const conns = 10;
+  const per = 1000;
+  let answered = 0;
+  for (let c = 0; c < conns; c++) {
+    // distinct garbage command names and not-PMI lines, from unidentified connections; every 5th
+    // line a well-formed command (refused: not identified), which keeps the connection open
+    const lines = Array.from({ length: per }, (_, i) => (i % 5 === 4 ? 'cmd=get_maxes' : i % 5 === 3 ? `garbage ${c}.${i}` : `cmd=junk_${c}_${i} a=${i}`));
+    answered += (await pmiLines(s.port, lines)).length;
+  }
+  t.equal(answered, conns * per, 'every line was answered');
+  const body = await scrape();
+  t.ok(body.length < before + 16 * 1024, `/metrics grew by ${body.length - before} bytes for ${conns * per} distinct commands (less than 16 KiB)`);
+  t.notMatch(body, /junk|garbage/, 'no command a client made up is a label value');
+  const cmds = new Set([...body.matchAll(/^pmibridge_requests_total\{cmd="([^"]*)"/gm)].map((m) => m[1]));
+  t.same([...cmds].sort(), ['get_maxes', 'other'], 'the unknown commands share one label value');
+  const count = (cmd: string) => [...body.matchAll(new RegExp(`^pmibridge_requests_total\\{cmd="${cmd}",leg="server->client",result="error"\\} (\\d+)$`, 'gm'))].map((m) => Number(m[1]));
+  t.same(count('other'), [(conns * per * 4) / 5], 'and are all counted there');
+  t.same(count('get_maxes'), [(conns * per) / 5], 'a catalogue command keeps its own');
+  t.equal((await rank(s.port, 0, ['info'])).code, 0, 'the job goes on');
+  const after = await scrape();
+  t.match(after, /^pmibridge_requests_total\{cmd="init",leg="server->client",result="ok"\} 1$/m, 'catalogue commands keep their own label');
+  t.equal((await rank(s.port, 1, ['info'])).code, 0);
+  t.equal((await exitOf(s.child)).code, 0);
+});
+
+t.test('requests never answered (their connection gone) do not pile up in the tap', async (t) => {
+  const rec = new TapRecorder('job', 'server', false);
+  const pending = () => (rec as unknown as { pending: Map<string, unknown> }).pending.size;
+  rec.record({ type: 'line', leg: 'client->server', line: 'cmd=barrier_in', conn: 1, rank: 0 });
+  rec.record({ type: 'closed', conn: 1, reason: 'eof', rank: 0 });
+  t.equal(pending(), 0, 'a closed connection leaves no pending request');
+  // relay clients are not announced when they close: the table is bounded instead
+  for (let conn = 0; conn < 3 * MAX_PENDING_REQUESTS; conn++) rec.record({ type: 'line', leg: 'client->relay', line: 'cmd=put kvsname=k key=a value=1', conn, session: 0 });
+  t.equal(pending(), MAX_PENDING_REQUESTS, `at most ${MAX_PENDING_REQUESTS} requests waiting for their reply are remembered`);
+  const last = 3 * MAX_PENDING_REQUESTS - 1;
+  const reply = rec.record({ type: 'line', leg: 'relay->client', line: 'cmd=put_result rc=0', conn: last, session: 0 });
+  t.type(reply?.kind === 'line' ? reply.latencyNs : undefined, 'number', 'the newest ones still get their latency');
 });

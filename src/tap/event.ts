@@ -61,6 +61,13 @@ export function nowNs(): bigint {
   return anchorNs + (process.hrtime.bigint() - anchorHr);
 }
 
+/**
+ * Requests waiting for their reply, remembered for latency. A connection that leaves with one
+ * unanswered (a relay client taken over, a rank that died in a barrier) would leave it behind for
+ * good; the oldest are forgotten past this many (all it costs is that request's latency).
+ */
+export const MAX_PENDING_REQUESTS = 16_384;
+
 /** Turns bus events into tap events: stamps time and sequence, parses lines, measures latency. */
 export class TapRecorder {
   private seq = 0;
@@ -120,6 +127,8 @@ export class TapRecorder {
       case 'listening':
         return { ...this.common(), kind: 'state', event: 'listening', pmiPort: ev.pmiPort };
       case 'closed':
+        this.pending.delete(hopKey('client->server', ev));
+        this.pending.delete(hopKey('client->relay', ev));
         return { ...this.common(), kind: 'state', event: 'closed', conn: ev.conn, reason: ev.reason, ...(ev.rank !== undefined ? { rank: ev.rank } : {}) };
       case 'transport-error':
         return null;
@@ -135,7 +144,10 @@ export class TapRecorder {
     if (isTokens(tokens)) for (const [k, v] of tokens.attrs) attrs[k] = v;
     let latencyNs: number | undefined;
     if (REQUEST_LEGS.has(ev.leg)) {
-      this.pending.set(hopKey(ev.leg, ev), { t, cmd });
+      const key = hopKey(ev.leg, ev);
+      this.pending.delete(key); // re-inserted last: the map stays in age order
+      this.pending.set(key, { t, cmd });
+      if (this.pending.size > MAX_PENDING_REQUESTS) this.pending.delete(this.pending.keys().next().value as string);
     } else {
       const reqLeg = REQUEST_OF[ev.leg];
       const key = reqLeg ? hopKey(reqLeg, ev) : '';
