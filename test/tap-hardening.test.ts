@@ -4,14 +4,14 @@
 // event; the token file must be ours; Host and Origin guard against DNS rebinding.
 import t, { type Test } from 'tap';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { connect } from 'node:net';
+import { connect, createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { envWithPmibridge, exitOf, runCli, startCli, waitForLine } from './fixtures/cli.js';
-import { getRequest, rawHttp, startTapped, upgradeRequest, type Tapped } from './fixtures/tap.js';
-import { ObserverBus } from '../src/host/bus.js';
+import { envWithPmibridge, exitOf, runCli, startCli, until, waitForLine } from './fixtures/cli.js';
+import { getRequest, rawHttp, startTapped, upgradeRequest, watch, type Tapped } from './fixtures/tap.js';
+import { ObserverBus, type BusEvent } from '../src/host/bus.js';
 import { TapServer } from '../src/tap/tap-server.js';
-import { MAX_PENDING_REQUESTS, TapRecorder } from '../src/tap/event.js';
+import { MAX_PENDING_REQUESTS, redactText, redactValues, TapRecorder } from '../src/tap/event.js';
 
 /** A rank as pmibridge's own client. */
 const rank = (port: string, id: number, args: readonly string[]) => runCli(['pmi', ...args], { env: envWithPmibridge({ PMI_PORT: port, PMI_ID: String(id) }), timeoutMs: 60_000 });
@@ -228,4 +228,138 @@ t.test('requests never answered (their connection gone) do not pile up in the ta
   const last = 3 * MAX_PENDING_REQUESTS - 1;
   const reply = rec.record({ type: 'line', leg: 'relay->client', line: 'cmd=put_result rc=0', conn: last, session: 0 });
   t.type(reply?.kind === 'line' ? reply.latencyNs : undefined, 'number', 'the newest ones still get their latency');
+});
+
+/** A PMI client over TCP (host:port) or a Unix socket (unix://path), one request at a time. */
+async function pmiClient(t: Test, pmiPort: string): Promise<{ ask(line: string, replies?: number): Promise<string[]>; send(line: string): void; socket: Socket }> {
+  const [host, port] = pmiPort.split(':');
+  const socket = pmiPort.startsWith('unix://') ? connect(pmiPort.slice('unix://'.length)) : connect(Number(port), host ?? '127.0.0.1');
+  t.teardown(() => void socket.destroy());
+  await new Promise<void>((resolve, reject) => socket.once('connect', resolve).once('error', reject));
+  socket.setEncoding('latin1');
+  let buf = '';
+  let waiter: (() => void) | undefined;
+  socket.on('data', (d: string) => {
+    buf += d;
+    waiter?.();
+  });
+  const take = (n: number) =>
+    new Promise<string[]>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no ${n} reply lines within 15 s; got ${JSON.stringify(buf)}`)), 15_000);
+      const check = () => {
+        const lines = buf.split('\n');
+        if (lines.length - 1 < n) return;
+        clearTimeout(timer);
+        waiter = undefined;
+        buf = lines.slice(n).join('\n');
+        resolve(lines.slice(0, n));
+      };
+      waiter = check;
+      check();
+    });
+  const send = (line: string) => void socket.write(`${line}\n`, 'latin1');
+  return {
+    socket,
+    send,
+    ask: (line: string, replies = 1) => {
+      send(line);
+      return take(replies);
+    },
+  };
+}
+
+/** A Unix-socket proxy to `target` whose replies (target → client) can be held back. */
+async function gatedProxy(t: Test, path: string, target: string): Promise<{ hold(): void; release(): void }> {
+  let open = true;
+  const held: Array<() => void> = [];
+  const server = createServer((client) => {
+    const up = connect(target);
+    client.pipe(up);
+    up.on('data', (d: Buffer) => (open ? client.write(d) : held.push(() => client.write(d))));
+    client.on('error', () => up.destroy());
+    up.on('error', () => client.destroy());
+    client.on('close', () => up.destroy());
+    up.on('close', () => client.destroy());
+  });
+  await new Promise<void>((resolve) => server.listen(path, resolve));
+  t.teardown(() => void server.close());
+  return {
+    hold: () => void (open = false),
+    release: () => {
+      open = true;
+      for (const f of held.splice(0)) f();
+    },
+  };
+}
+
+t.test('--tap-redact values: no value in any event, free-text messages and CR-terminated values included', async (t) => {
+  const server = startCli(['serve', '-n', '1', '--listen', 'unix']);
+  t.teardown(() => void (server.exitCode === null && server.kill('SIGKILL')));
+  const [, upstream] = await waitForLine(server, /^PMI_PORT=unix:\/\/(\S+)$/);
+  const dir = mkdtempSync(join(tmpdir(), 'pmibridge-tap-redact-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const proxy = await gatedProxy(t, join(dir, 'up.sock'), upstream ?? '');
+  const r = await startTapped(t, ['relay', '--upstream', `unix://${join(dir, 'up.sock')}`, '--listen', 'tcp://127.0.0.1:0', '--sessions', '1', '--hold', '1m', '--tap', 'ws://127.0.0.1:0', '--tap-redact', 'values']);
+  const w = watch(t, r.url, r.token);
+  await w.ready;
+  const secret = `TopSecret${process.pid}`;
+
+  // the first client puts (a value ending in CR, which the server refuses) and leaves before the
+  // reply came: the relay keeps it for the client's re-send
+  const a = await pmiClient(t, r.port);
+  t.equal((await a.ask('cmd=initack pmiid=0', 4))[0], 'cmd=initack rc=0 rank=0 size=1 appnum=0 debug=0');
+  t.match(await a.ask('cmd=init pmi_version=1 pmi_subversion=1'), ['cmd=response_to_init rc=0 pmi_version=1 pmi_subversion=1']);
+  proxy.hold();
+  a.send(`cmd=put key=a value=${secret}-A\r`);
+  await until('the put to go upstream', () => w.events.some((e) => e.leg === 'relay->upstream' && e.cmd === 'put'));
+  a.socket.destroy();
+  await until('the session to be held', () => w.events.some((e) => e.event === 'held'));
+  proxy.release();
+  await until('the reply to come (and be kept)', () => w.events.some((e) => e.leg === 'upstream->relay' && e.cmd === 'put_result'));
+  // a new client takes the session over and writes something else: the kept reply is dropped,
+  // which the relay says quoting both requests
+  const b = await pmiClient(t, r.port);
+  t.equal((await b.ask('cmd=initack pmiid=0', 4))[0], 'cmd=initack rc=0 rank=0 size=1 appnum=0 debug=0');
+  t.same(await b.ask(`cmd=put key=b value=${secret}-B`), ['cmd=put_result rc=0']);
+  t.same(await b.ask('cmd=barrier_in'), ['cmd=barrier_out rc=0']);
+  t.same(await b.ask('cmd=get key=b'), [`cmd=get_result rc=0 value=${secret}-B`], 'the job itself sees the value');
+  t.same(await b.ask('cmd=finalize'), ['cmd=finalize_ack rc=0']);
+  t.equal((await exitOf(r.child)).code, 0, 'the relay ends normally');
+  t.equal((await exitOf(server)).code, 0);
+  await w.closed;
+
+  const dropped = w.events.find((e) => e.event === 'protocol-error' && /dropped the reply kept for/.test(String(e['message'])));
+  t.ok(dropped, 'the relay reported the dropped reply');
+  t.match(String(dropped?.['message']), /^dropped the reply kept for "cmd=put key=a value=<redacted:\d+>": the reconnected client asked "cmd=put key=b value=<redacted:\d+>" instead$/, 'both quoted requests redacted, the rest of the message kept');
+  t.match(w.events.find((e) => e.kind === 'line' && e.leg === 'client->relay' && e.cmd === 'put'), { line: `cmd=put key=a value=<redacted:${secret.length + 3}>` }, 'a value ending in CR is redacted in a line (CR counted)');
+  t.notMatch(w.raw.join('\n'), new RegExp(secret), 'the secret appears in no event');
+});
+
+t.test('redaction of free text and of every state event field', async (t) => {
+  t.equal(redactValues('cmd=put key=k value=abc\r'), 'cmd=put key=k value=<redacted:4>', 'CR is part of the value');
+  t.equal(redactValues('cmd=put key=k value=a\rb found=TRUE'), 'cmd=put key=k value=<redacted:3> found=TRUE');
+  t.equal(redactValues('preput_val_0=secret'), 'preput_val_0=<redacted:6>', "a spawn block's preput value");
+  t.equal(redactText('dropped the reply kept for "cmd=put key=a value=s1\\r": the reconnected client asked "cmd=put key=b value=s2" instead'), 'dropped the reply kept for "cmd=put key=a value=<redacted:3>": the reconnected client asked "cmd=put key=b value=<redacted:2>" instead', 'quoted lines, the message around them kept');
+  t.equal(redactText('"cmd=put kvsname=kvs_1_0 key=a_rather_long_key_name value=secr…"'), '"cmd=put kvsname=kvs_1_0 key=a_rather_long_key_name value=<redacted:5>"', 'a truncated preview');
+  t.equal(redactText('sent "cmd=put key=\\"q\\" value=a\\"b" first'), 'sent "cmd=put key=\\"q\\" value=<redacted:3>" first', 'escaped quotes inside a quoted line');
+  t.equal(redactText('a raw cmd=put key=a value=secret "and more"'), 'a raw cmd=put key=a value=<redacted:17>', 'an unquoted value hides everything after it');
+  t.equal(redactText('unterminated "cmd=put value=secret'), 'unterminated "cmd=put value=<redacted:6>');
+  t.equal(redactText('"bad \\x escape value=secret"'), '"bad \\x escape value=<redacted:6>"', 'a quoted text that is not JSON');
+  t.equal(redactText('nothing to hide: "cmd=get key=a"'), 'nothing to hide: "cmd=get key=a"');
+
+  const rec = new TapRecorder('job', 'relay', true);
+  const events: BusEvent[] = [
+    { type: 'relay', event: { type: 'reply-kept', session: 0, request: '"cmd=put key=a value=secret"', unread: 21 } },
+    { type: 'relay', event: { type: 'protocol-error', session: 0, message: 'unsolicited upstream line "cmd=get_result rc=0 value=secret"' } },
+    { type: 'engine', event: { type: 'protocol-error', conn: 1, code: 'E_NOT_PMI1', message: 'not a PMI-1 line (must start with cmd=): "junk value=secret"' } },
+    { type: 'closed', conn: 1, reason: '8 bad lines in a row (last: not a PMI-1 line: "x value=secret")' },
+    { type: 'peer-refused', peer: 'p', reason: 'sent "cmd=put key=a value=secret" before initack' },
+  ];
+  for (const ev of events) {
+    const out = JSON.stringify(rec.record(ev));
+    t.notMatch(out, /secret/, `${ev.type} ${'event' in ev ? ev.event.type : ''}: hidden (${out})`);
+    t.match(out, /value=<redacted:6>/);
+  }
+  const plain = new TapRecorder('job', 'relay', false);
+  t.match(JSON.stringify(plain.record(events[0] as BusEvent)), /value=secret/, 'without --tap-redact: as it was');
 });
