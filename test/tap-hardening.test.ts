@@ -3,11 +3,12 @@
 // /metrics with label values of their choosing; --tap-redact values hides every value in every
 // event; the token file must be ours; Host and Origin guard against DNS rebinding.
 import t, { type Test } from 'tap';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { connect, createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { envWithPmibridge, exitOf, runCli, startCli, until, waitForLine } from './fixtures/cli.js';
+import { envWithPmibridge, exitOf, runCli, runCommand, startCli, until, waitForLine } from './fixtures/cli.js';
+import { OTHER_USER, otherUid, otherUserMissing } from './fixtures/other-user.js';
 import { getRequest, rawHttp, startTapped, upgradeRequest, watch, type Tapped } from './fixtures/tap.js';
 import { ObserverBus, type BusEvent } from '../src/host/bus.js';
 import { TapServer } from '../src/tap/tap-server.js';
@@ -362,4 +363,27 @@ t.test('redaction of free text and of every state event field', async (t) => {
   }
   const plain = new TapRecorder('job', 'relay', false);
   t.match(JSON.stringify(plain.record(events[0] as BusEvent)), /value=secret/, 'without --tap-redact: as it was');
+});
+
+t.test('--tap-token-file: a file of another user, or not a regular file, is refused with what to do', { skip: otherUserMissing() ?? false }, async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'pmibridge-tap-owner-'));
+  chmodSync(dir, 0o777); // the other user may create files here (like /tmp)
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const file = join(dir, 'tap-token');
+  const made = await runCommand('runuser', ['-u', OTHER_USER, '--', 'sh', '-c', `umask 077 && echo planted-token-known-to-them > ${file}`], { timeoutMs: 15_000 });
+  t.equal(made.code, 0, `the other user made ${file} (${made.stderr})`);
+  t.equal(statSync(file).uid, otherUid());
+  t.equal(statSync(file).mode & 0o777, 0o600, 'mode 0600: only the mode would pass');
+  for (const command of [['serve', '-n', '1'], ['relay', '--upstream', 'unix:///nonexistent/pmi.sock']]) {
+    const r = await runCli([...command, '--tap', 'ws://127.0.0.1:0', '--tap-token-file', file], { timeoutMs: 15_000 });
+    t.equal(r.code, 1, `${command[0]} refuses to start`);
+    t.match(r.stderr, `pmibridge ${command[0]}: ${file} belongs to uid ${otherUid()}, not to uid ${process.getuid?.()} (this process): its owner knows the token and can change it; use a token file of your own (remove this one and a fresh one is created)`, 'saying why and what to do');
+    t.equal(r.stdout, '', 'no PMI_PORT advertised');
+  }
+  rmSync(file);
+  const fifo = await runCommand('mkfifo', ['-m', '600', file], { timeoutMs: 15_000 });
+  t.equal(fifo.code, 0);
+  const r = await runCli(['serve', '-n', '1', '--tap', 'ws://127.0.0.1:0', '--tap-token-file', file], { timeoutMs: 15_000 });
+  t.equal(r.code, 1, 'a FIFO: refused, without waiting for a writer');
+  t.match(r.stderr, `${file} is not a regular file`);
 });
