@@ -61,6 +61,13 @@ export function nowNs(): bigint {
   return anchorNs + (process.hrtime.bigint() - anchorHr);
 }
 
+/**
+ * Requests waiting for their reply, remembered for latency. A connection that leaves with one
+ * unanswered (a relay client taken over, a rank that died in a barrier) would leave it behind for
+ * good; the oldest are forgotten past this many (all it costs is that request's latency).
+ */
+export const MAX_PENDING_REQUESTS = 16_384;
+
 /** Turns bus events into tap events: stamps time and sequence, parses lines, measures latency. */
 export class TapRecorder {
   private seq = 0;
@@ -107,22 +114,35 @@ export class TapRecorder {
     switch (ev.type) {
       case 'line':
         return this.line(ev);
+      case 'transport-error':
+        return null;
+      case 'closed':
+        this.pending.delete(hopKey('client->server', ev));
+        this.pending.delete(hopKey('client->relay', ev));
+    }
+    const { event, ...detail } = this.stateOf(ev);
+    // Every field of every state event, free-text messages included (the relay quotes requests in
+    // them): `--tap-redact values` must hold whatever a message happens to quote.
+    return { ...this.common(), kind: 'state', event, ...(this.redact ? redactFields(detail) : detail) };
+  }
+
+  /** The name and details of a state event. */
+  private stateOf(ev: Exclude<BusEvent, { type: 'line' | 'transport-error' }>): { event: string } & Record<string, unknown> {
+    switch (ev.type) {
       case 'engine': {
         const { type, ...detail } = ev.event;
-        return { ...this.common(), kind: 'state', event: type, ...flatten(detail) };
+        return { event: type, ...flatten(detail) };
       }
       case 'relay': {
         const { type, ...detail } = ev.event;
-        return { ...this.common(), kind: 'state', event: type, ...flatten(detail) };
+        return { event: type, ...flatten(detail) };
       }
       case 'peer-refused':
-        return { ...this.common(), kind: 'state', event: 'refused-peer', peer: ev.peer, reason: ev.reason, ...(ev.uid !== undefined ? { uid: ev.uid } : {}) };
+        return { event: 'refused-peer', peer: ev.peer, reason: ev.reason, ...(ev.uid !== undefined ? { uid: ev.uid } : {}) };
       case 'listening':
-        return { ...this.common(), kind: 'state', event: 'listening', pmiPort: ev.pmiPort };
+        return { event: 'listening', pmiPort: ev.pmiPort };
       case 'closed':
-        return { ...this.common(), kind: 'state', event: 'closed', conn: ev.conn, reason: ev.reason, ...(ev.rank !== undefined ? { rank: ev.rank } : {}) };
-      case 'transport-error':
-        return null;
+        return { event: 'closed', conn: ev.conn, reason: ev.reason, ...(ev.rank !== undefined ? { rank: ev.rank } : {}) };
     }
   }
 
@@ -135,7 +155,10 @@ export class TapRecorder {
     if (isTokens(tokens)) for (const [k, v] of tokens.attrs) attrs[k] = v;
     let latencyNs: number | undefined;
     if (REQUEST_LEGS.has(ev.leg)) {
-      this.pending.set(hopKey(ev.leg, ev), { t, cmd });
+      const key = hopKey(ev.leg, ev);
+      this.pending.delete(key); // re-inserted last: the map stays in age order
+      this.pending.set(key, { t, cmd });
+      if (this.pending.size > MAX_PENDING_REQUESTS) this.pending.delete(this.pending.keys().next().value as string);
     } else {
       const reqLeg = REQUEST_OF[ev.leg];
       const key = reqLeg ? hopKey(reqLeg, ev) : '';
@@ -174,11 +197,59 @@ function hopKey(leg: Leg, ev: { readonly conn?: number; readonly session?: numbe
 }
 
 /**
- * `--tap-redact values`: KVS values never leave the process. The value runs to the end of the line
- * (flux writes spaces in it), except hydra 4.1/4.2's trailing ` found=TRUE`, which stays visible.
+ * `--tap-redact values`: KVS values never leave the process — a put's or get_result's `value`, a
+ * spawn block's `preput_val_N`. The value runs to the end of the line (flux writes spaces in it;
+ * any byte counts, CR included), except hydra 4.1/4.2's trailing ` found=TRUE`, which stays
+ * visible.
  */
 export function redactValues(line: string): string {
-  return line.replace(/(^|[ \t])value=(.*?)((?:[ \t]+found=(?:TRUE|FALSE))?)$/, (_m, sep: string, v: string, tail: string) => `${sep}value=<redacted:${v.length}>${tail}`);
+  return line.replace(/(^|[ \t])(value|preput_val_\d+)=([\s\S]*?)((?:[ \t]+found=(?:TRUE|FALSE))?)$/, (_m, sep: string, name: string, v: string, tail: string) => `${sep}${name}=<redacted:${v.length}>${tail}`);
+}
+
+/** A value attribute starting somewhere in a text. */
+const VALUE_ATTR = /(^|[ \t])(?:value|preput_val_\d+)=/;
+/** A JSON string literal: how messages quote a line (`preview()`). */
+const LITERAL = /"(?:[^"\\]|\\.)*"/g;
+
+/**
+ * Redaction of free text (log messages, reasons): each quoted line in it is redacted as a line.
+ * A value outside any quotes runs to the end of the text, as in a line: hiding too much is the
+ * safe way to be wrong.
+ */
+export function redactText(text: string): string {
+  let out = '';
+  let last = 0;
+  for (const m of text.matchAll(LITERAL)) {
+    const between = text.slice(last, m.index);
+    if (VALUE_ATTR.test(between)) return out + redactValues(text.slice(last));
+    out += between + redactLiteral(m[0]);
+    last = m.index + m[0].length;
+  }
+  return out + redactValues(text.slice(last));
+}
+
+function redactLiteral(literal: string): string {
+  try {
+    const line = JSON.parse(literal) as string;
+    const hidden = redactValues(line);
+    return hidden === line ? literal : JSON.stringify(hidden);
+  } catch {
+    return `"${redactValues(literal.slice(1, -1))}"`; // an escape JSON does not know: hide as is
+  }
+}
+
+/** Every string in a state event's details, at any depth. */
+function redactFields(detail: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(detail)) out[k] = redactAny(v);
+  return out;
+}
+
+function redactAny(v: unknown): unknown {
+  if (typeof v === 'string') return redactText(v);
+  if (Array.isArray(v)) return v.map(redactAny);
+  if (v && typeof v === 'object') return redactFields(v as Record<string, unknown>);
+  return v;
 }
 
 /** Nested objects (facts, status) become flat fields observers can filter on. */

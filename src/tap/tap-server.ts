@@ -3,6 +3,11 @@
  * page, Prometheus scrapes /metrics — all on one HTTP listener (loopback TCP, or a Unix socket).
  *
  * Safe by default:
+ * - nothing a client sends can end the process: a malformed request is answered 400, and any
+ *   other failure while answering one is caught where each request enters (`onRequest`,
+ *   `onUpgrade`), logged and answered 500 (or its connection closed);
+ * - requests are admitted by target, Host and Origin first (request-guard.ts: DNS rebinding,
+ *   cross-origin pages);
  * - every request needs the token (`Authorization: Bearer …` or `?token=`), checked in constant
  *   time during the HTTP upgrade; /metrics too unless `metricsPublic`; on a Unix socket the peer's
  *   uid must also be ours (SO_PEERCRED);
@@ -12,7 +17,7 @@
  *   fit are dropped and counted, announced to the observer as a `gap` once it catches up, and an
  *   observer that keeps falling behind is disconnected.
  */
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer, STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
 import { readFileSync } from 'node:fs';
 import type { Duplex } from 'node:stream';
 import type { AddressInfo, Socket } from 'node:net';
@@ -20,8 +25,10 @@ import { WebSocketServer, WebSocket } from 'ws';
 import type { ObserverBus } from '../host/bus.js';
 import type { PmiAddress } from '../protocol/address.js';
 import { formatAddress } from '../protocol/address.js';
+import { preview } from '../protocol/tokenize.js';
 import { TapRecorder, type TapEvent } from './event.js';
 import { TapMetrics } from './metrics.js';
+import { RequestGuard, type Verdict } from './request-guard.js';
 import { TapState } from './state.js';
 import { presentedToken, tokenMatches } from './token.js';
 
@@ -63,7 +70,8 @@ export class TapServer {
   private readonly recorder: TapRecorder;
   private readonly observers = new Set<Observer>();
   private readonly wss = new WebSocketServer({ noServer: true, maxPayload: 4096, perMessageDeflate: false });
-  private readonly http = createServer((req, res) => void this.request(req, res));
+  private readonly http = createServer((req, res) => this.onRequest(req, res));
+  private readonly guard: RequestGuard;
   private readonly highWater: number;
   private readonly maxDrops: number;
   private unsubscribe: () => void = () => undefined;
@@ -80,7 +88,8 @@ export class TapServer {
     // behind within a small job: PMIBRIDGE_TAP_HIGH_WATER (bytes), PMIBRIDGE_TAP_MAX_DROPS (events).
     this.highWater = opts.highWaterBytes ?? envInt('PMIBRIDGE_TAP_HIGH_WATER') ?? 256 * 1024;
     this.maxDrops = opts.maxDrops ?? envInt('PMIBRIDGE_TAP_MAX_DROPS') ?? 10_000;
-    this.http.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => this.upgrade(req, socket, head));
+    this.guard = new RequestGuard(opts.listen);
+    this.http.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => this.onUpgrade(req, socket, head));
   }
 
   async start(): Promise<string> {
@@ -104,6 +113,9 @@ export class TapServer {
       if (l.kind === 'tcp') this.http.listen(l.port, l.host, done);
       else this.http.listen(l.path, done);
     });
+    // Once listening, a server error (accept failing with EMFILE…) is the tap's trouble alone: logged,
+    // never an uncaught 'error' event that would end the job.
+    this.http.on('error', (err: Error) => this.opts.bus.emit({ type: 'transport-error', message: `tap: ${err.message}` }));
     if (l.kind === 'tcp') {
       const port = (this.http.address() as AddressInfo).port;
       this.url = `ws://${formatAddress({ kind: 'tcp', host: l.host, port })}`;
@@ -187,57 +199,100 @@ export class TapServer {
     }
   }
 
-  private authorized(req: IncomingMessage): { ok: true } | { ok: false; status: number; why: string } {
-    if (this.opts.listen.kind === 'unix') {
-      const uid = this.peerUid(req.socket);
-      if (uid !== process.getuid?.()) return { ok: false, status: 403, why: `uid ${uid ?? 'unknown'} may not observe this job` };
+  /**
+   * Where every HTTP request enters: whatever happens while answering it is caught here, logged,
+   * and answered 500 (or its connection closed when an answer had begun). An uncaught throw would
+   * end serve, relay or run (and leave run's ranks behind).
+   */
+  private onRequest(req: IncomingMessage, res: ServerResponse): void {
+    this.request(req, res).catch((err: unknown) => {
+      this.internalError(req, err);
+      if (res.headersSent) res.destroy();
+      else deny(res, 500, 'internal error of the tap (logged); try again');
+    });
+  }
+
+  /** Where every WebSocket upgrade enters: the same promise as onRequest. */
+  private onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    try {
+      this.upgrade(req, socket, head);
+    } catch (err) {
+      this.internalError(req, err);
+      refuseUpgrade(socket, 500);
     }
-    if (!tokenMatches(presentedToken(req.headers, req.url), this.opts.token)) return { ok: false, status: 401, why: 'missing or wrong token' };
-    return { ok: true };
+  }
+
+  private internalError(req: IncomingMessage, err: unknown): void {
+    const what = err instanceof Error ? (err.stack ?? err.message) : String(err);
+    this.opts.bus.emit({ type: 'transport-error', message: `tap: internal error while answering ${req.method ?? '?'} ${preview(req.url ?? '')}; answered 500 and went on: ${what}` });
+  }
+
+  /** Who is asking (a Unix peer's uid), and with what target, Host and Origin; refusals other than a malformed request are events. */
+  private admit(req: IncomingMessage): Verdict {
+    const uid = this.opts.listen.kind === 'unix' ? this.peerUid(req.socket) : process.getuid?.();
+    const verdict: Verdict = uid !== process.getuid?.() ? { ok: false, status: 403, why: `uid ${uid ?? 'unknown'} may not observe this job` } : this.guard.check(req);
+    if (!verdict.ok && verdict.status !== 400) this.refused(req, verdict.why);
+    return verdict;
+  }
+
+  private tokenOk(req: IncomingMessage, target: URL): boolean {
+    return tokenMatches(presentedToken(req.headers, target), this.opts.token);
+  }
+
+  private refused(req: IncomingMessage, why: string): void {
+    this.opts.bus.emit({ type: 'peer-refused', peer: `tap observer ${req.socket.remoteAddress ?? 'unix'}`, reason: why });
   }
 
   private upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     socket.on('error', () => socket.destroy());
-    const path = new URL(req.url ?? '/', 'http://x').pathname;
-    const auth = this.authorized(req);
-    if (!auth.ok || (path !== '/' && path !== '/tap')) {
-      const status = auth.ok ? 404 : auth.status;
-      socket.end(`HTTP/1.1 ${status} ${status === 401 ? 'Unauthorized' : status === 403 ? 'Forbidden' : 'Not Found'}\r\nConnection: close\r\nContent-Length: 0\r\n${status === 401 ? 'WWW-Authenticate: Bearer\r\n' : ''}\r\n`);
-      if (!auth.ok) this.opts.bus.emit({ type: 'peer-refused', peer: `tap observer ${req.socket.remoteAddress ?? 'unix'}`, reason: auth.why });
-      return;
+    const admitted = this.admit(req);
+    if (!admitted.ok) return refuseUpgrade(socket, admitted.status);
+    if (!this.tokenOk(req, admitted.target)) {
+      refuseUpgrade(socket, 401);
+      return this.refused(req, 'missing or wrong token');
     }
+    const path = admitted.target.pathname;
+    if (path !== '/' && path !== '/tap') return refuseUpgrade(socket, 404);
+    const batch = ['1', 'true', 'yes'].includes(admitted.target.searchParams.get('batch') ?? '');
     this.wss.handleUpgrade(req, socket, head, (ws) => {
-      const batch = ['1', 'true', 'yes'].includes(new URL(req.url ?? '/', 'http://x').searchParams.get('batch') ?? '');
-      const o: Observer = { ws, socket, corked: false, batch, pending: [], pendingBytes: 0, dropped: 0, unannounced: 0 };
-      ws.on('message', () => undefined); // read-only: input is discarded
-      ws.on('error', () => ws.terminate());
-      ws.on('close', () => {
-        this.observers.delete(o);
+      // The socket is a WebSocket now: a failure from here on closes it (no HTTP answer any more).
+      try {
+        const o: Observer = { ws, socket, corked: false, batch, pending: [], pendingBytes: 0, dropped: 0, unannounced: 0 };
+        ws.on('message', () => undefined); // read-only: input is discarded
+        ws.on('error', () => ws.terminate());
+        ws.on('close', () => {
+          this.observers.delete(o);
+          this.metrics.observers.set(this.observers.size);
+        });
+        ws.send(JSON.stringify(this.recorder.hello()));
+        ws.send(JSON.stringify(this.recorder.snapshot(this.state.snapshot())));
+        this.observers.add(o);
         this.metrics.observers.set(this.observers.size);
-      });
-      ws.send(JSON.stringify(this.recorder.hello()));
-      ws.send(JSON.stringify(this.recorder.snapshot(this.state.snapshot())));
-      this.observers.add(o);
-      this.metrics.observers.set(this.observers.size);
+      } catch (err) {
+        this.internalError(req, err);
+        ws.terminate();
+      }
     });
   }
 
   private async request(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const path = new URL(req.url ?? '/', 'http://x').pathname;
+    const admitted = this.admit(req);
+    if (!admitted.ok) return deny(res, admitted.status, admitted.why);
+    const path = admitted.target.pathname;
     if (path === '/metrics') {
-      const auth = this.opts.metricsPublic ? ({ ok: true } as const) : this.authorized(req);
-      if (!auth.ok) return deny(res, auth.status, auth.why);
+      if (!this.opts.metricsPublic && !this.tokenOk(req, admitted.target)) return deny(res, 401, 'missing or wrong token');
       this.metrics.states.reset();
       for (const r of this.state.snapshot().ranks) this.metrics.states.inc({ state: r.state });
+      const text = await this.metrics.registry.metrics();
       res.writeHead(200, { 'content-type': this.metrics.registry.contentType });
-      res.end(await this.metrics.registry.metrics());
+      res.end(text);
       return;
     }
     if (path === '/' || path === '/index.html') {
-      const auth = this.authorized(req);
-      if (!auth.ok) return deny(res, auth.status, auth.why);
+      if (!this.tokenOk(req, admitted.target)) return deny(res, 401, 'missing or wrong token');
+      const html = monitorPage();
       res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store', 'content-security-policy': "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self' ws: wss:" });
-      res.end(monitorPage());
+      res.end(html);
       return;
     }
     deny(res, 404, 'not found');
@@ -278,9 +333,16 @@ function envInt(name: string): number | undefined {
   return v !== undefined && /^\d+$/.test(v) ? Number(v) : undefined;
 }
 
+/** An HTTP answer saying why not. After a malformed request the connection is not reused. */
 function deny(res: ServerResponse, status: number, why: string): void {
-  res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', ...(status === 401 ? { 'www-authenticate': 'Bearer' } : {}) });
+  res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', ...(status === 401 ? { 'www-authenticate': 'Bearer' } : {}), ...(status === 400 || status >= 500 ? { connection: 'close' } : {}) });
   res.end(`${why}\n`);
+}
+
+/** A refused upgrade: the status line, and the connection closed. */
+function refuseUpgrade(socket: Duplex, status: number): void {
+  if (!socket.writable) return void socket.destroy();
+  socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\nConnection: close\r\nContent-Length: 0\r\n${status === 401 ? 'WWW-Authenticate: Bearer\r\n' : ''}\r\n`);
 }
 
 let page: string | undefined;
