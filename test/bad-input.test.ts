@@ -6,6 +6,7 @@ import { once } from 'node:events';
 import { JobServer } from '../src/host/job-server.js';
 import { PmiClient } from '../src/client/index.js';
 import type { BusEvent } from '../src/host/bus.js';
+import { exitOf, runCli, startCli, waitForLine } from './fixtures/cli.js';
 
 async function startServer(size: number) {
   const server = new JobServer({ size, kvsname: 'kvs_bad_0' });
@@ -143,4 +144,23 @@ t.test('a client that stops reading is not allowed to grow our buffers', async (
   const queued = [...conns.values()].reduce((n, c) => n + c.socket.writableLength, 0);
   t.ok(queued < 4 * 1024 * 1024, `server-side write queue stays bounded (${queued} bytes)`);
   s.destroy();
+});
+
+t.test('a 7-line spawn block with a huge count, from a connection that never identified itself, is answered at once', async (t) => {
+  // Out of process: before the fix this froze the server (hours of CPU, or ~1 GB for argcnt).
+  const server = startCli(['serve', '-n', '1', '--listen', 'tcp://127.0.0.1:0']);
+  t.teardown(() => server.kill('SIGKILL'));
+  const [, port] = await waitForLine(server, /^PMI_PORT=127\.0\.0\.1:(\d+)$/);
+  const block = (count: string) => `mcmd=spawn\nnprocs=1\nexecname=x\ntotspawns=1\nspawnssofar=1\n${count}\nendcmd\n`;
+  for (const [count, msg] of [
+    ['preput_num=100000000000', /^cmd=spawn_result rc=-1 msg=spawn_preput_num_100000000000_exceeds_limit_2\n$/],
+    ['argcnt=1000000000', /^cmd=spawn_result rc=-1 msg=spawn_argcnt_1000000000_exceeds_limit_5\n$/],
+    ['info_num=100000000000', /^cmd=spawn_result rc=-1 msg=spawn_info_num_100000000000_exceeds_limit_2\n$/],
+  ] as const) {
+    const r = await raw(Number(port), block(count), 1);
+    t.match(r.text, msg, `${count}: refused in spawn_result, with the count and the limit`);
+  }
+  const rank = await runCli(['pmi', 'info'], { env: { ...process.env, PMI_PORT: `127.0.0.1:${port}`, PMI_ID: '0' }, timeoutMs: 20_000 });
+  t.equal(rank.code, 0, `the real rank is served (stderr: ${rank.stderr})`);
+  t.equal((await exitOf(server, 20_000)).code, 0, 'the job completed');
 });

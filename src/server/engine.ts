@@ -490,7 +490,7 @@ export class ServerEngine {
     const step = conn.spawn.push(line);
     if (step.kind === 'more') return;
     if (step.kind === 'error') {
-      return this.badLine(conn, problem('E_BAD_SPAWN', PMI_RC.FAIL, 'malformed_spawn_request', step.detail), 'spawn_result', out);
+      return this.badLine(conn, problem('E_BAD_SPAWN', PMI_RC.FAIL, step.msg, step.detail), 'spawn_result', out);
     }
     conn.strikes = 0; // a complete, well-formed spawn request is not garbage
     // A defined "no": pmibridge runs a fixed-size job (as flux's server does).
