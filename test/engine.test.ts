@@ -470,6 +470,20 @@ t.test('publish_name, lookup_name, unpublish_name and their failures', async (t)
   t.same(r0.send('cmd=lookup_name service=s2'), ['cmd=lookup_result rc=1 msg=service_not_found']);
 });
 
+t.test('an empty service or port is refused: lookup_name could never answer port= (MPICH >= 4.1 rejects it)', async (t) => {
+  const h = new EngineHarness({ size: 1 });
+  const [r0] = h.initAll();
+  if (!r0) return;
+  t.same(r0.send('cmd=publish_name service=svc port='), ['cmd=publish_result rc=3 msg=empty_port'], 'empty port');
+  t.same(r0.send('cmd=lookup_name service=svc'), ['cmd=lookup_result rc=1 msg=service_not_found'], 'nothing was published');
+  t.same(r0.send('cmd=publish_name service= port=p'), ['cmd=publish_result rc=3 msg=empty_service'], 'empty service');
+  t.same(r0.send('cmd=lookup_name service='), ['cmd=lookup_result rc=3 msg=empty_service']);
+  t.same(r0.send('cmd=unpublish_name service='), ['cmd=unpublish_result rc=3 msg=empty_service']);
+  t.same(r0.send('cmd=publish_name service=svc port=p'), ['cmd=publish_result rc=0'], 'a real one still works');
+  t.same(r0.send('cmd=lookup_name service=svc'), ['cmd=lookup_result rc=0 port=p']);
+  t.notOk(r0.closed);
+});
+
 // ---- spawn ---------------------------------------------------------------------------------------------------
 
 t.test('a spawn block is answered once, after its last segment, with rc=-1', async (t) => {

@@ -277,19 +277,9 @@ export class ServerEngine {
       case 'abort':
         return this.abort(conn, q, out);
       case 'publish_name':
-        if (UNSAFE_VALUE.test(q.port)) {
-          return this.answerFailure(conn, q.cmd, problem('E_PORT_HAS_CONTROL', PMI_RC.ERR_INVALID_ARG, 'port_contains_a_control_character', 'a published port cannot contain CR, LF or NUL (lookup_name could not return it)'), out, false);
-        }
-        if (this.names.publish(q.service, q.port)) return this.reply(conn, { cmd: 'publish_result', rc: 0 }, out);
-        return this.answerFailure(conn, q.cmd, problem('E_SERVICE_EXISTS', 1, `service_${q.service}_already_published`, `service ${q.service} is already published`), out, false);
       case 'unpublish_name':
-        if (this.names.unpublish(q.service)) return this.reply(conn, { cmd: 'unpublish_result', rc: 0 }, out);
-        return this.answerFailure(conn, q.cmd, problem('E_SERVICE_NOT_FOUND', 1, 'service_not_found', `service ${q.service} is not published`), out, false);
-      case 'lookup_name': {
-        const port = this.names.lookup(q.service);
-        if (port !== undefined) return this.reply(conn, { cmd: 'lookup_result', rc: 0, port }, out);
-        return this.answerFailure(conn, q.cmd, problem('E_SERVICE_NOT_FOUND', 1, 'service_not_found', `service ${q.service} is not published`), out, false);
-      }
+      case 'lookup_name':
+        return this.nameService(conn, q, out);
       default:
         return assertNever(q);
     }
@@ -405,6 +395,35 @@ export class ServerEngine {
       this.getReplies.set(q.key, line);
     }
     out.push(this.send(conn, line));
+  }
+
+  // ---- name service ------------------------------------------------------------------------------------------
+
+  private nameService(conn: Conn, q: QueryOf<'publish_name'> | QueryOf<'unpublish_name'> | QueryOf<'lookup_name'>, out: Action[]): void {
+    // An empty name can be published but never usefully looked up, and an empty port would be
+    // answered `port=`, which MPICH >= 4.1's parser rejects ("Expecting value after =").
+    if (q.service === '') {
+      return this.answerFailure(conn, q.cmd, problem('E_EMPTY_SERVICE', PMI_RC.ERR_INVALID_ARG, 'empty_service', `${q.cmd} with an empty service= name`), out, false);
+    }
+    switch (q.cmd) {
+      case 'publish_name':
+        if (q.port === '') {
+          return this.answerFailure(conn, q.cmd, problem('E_EMPTY_PORT', PMI_RC.ERR_INVALID_ARG, 'empty_port', `publish_name of service ${q.service} with an empty port= (lookup_name could not return it to MPICH >= 4.1 clients)`), out, false);
+        }
+        if (UNSAFE_VALUE.test(q.port)) {
+          return this.answerFailure(conn, q.cmd, problem('E_PORT_HAS_CONTROL', PMI_RC.ERR_INVALID_ARG, 'port_contains_a_control_character', 'a published port cannot contain CR, LF or NUL (lookup_name could not return it)'), out, false);
+        }
+        if (this.names.publish(q.service, q.port)) return this.reply(conn, { cmd: 'publish_result', rc: 0 }, out);
+        return this.answerFailure(conn, q.cmd, problem('E_SERVICE_EXISTS', 1, `service_${q.service}_already_published`, `service ${q.service} is already published`), out, false);
+      case 'unpublish_name':
+        if (this.names.unpublish(q.service)) return this.reply(conn, { cmd: 'unpublish_result', rc: 0 }, out);
+        return this.answerFailure(conn, q.cmd, problem('E_SERVICE_NOT_FOUND', 1, 'service_not_found', `service ${q.service} is not published`), out, false);
+      case 'lookup_name': {
+        const port = this.names.lookup(q.service);
+        if (port !== undefined) return this.reply(conn, { cmd: 'lookup_result', rc: 0, port }, out);
+        return this.answerFailure(conn, q.cmd, problem('E_SERVICE_NOT_FOUND', 1, 'service_not_found', `service ${q.service} is not published`), out, false);
+      }
+    }
   }
 
   // ---- barrier, finalize, abort ---------------------------------------------------------------------------
