@@ -19,6 +19,7 @@
  */
 import type { Socket } from 'node:net';
 import { LineFramer, type Framed } from '../protocol/line-framer.js';
+import { destroyAfterEnd } from './close-soon.js';
 
 export interface LineConnectionHandlers {
   onInput(input: Framed): void;
@@ -92,12 +93,18 @@ export class LineConnection {
     else this.write(data);
   }
 
-  /** Flush what was sent, then close. */
+  /**
+   * Flush what was sent, then close: half-close at once, and release the socket soon after what
+   * we wrote reached the kernel, whether or not the peer closes its end (close-soon.ts).
+   */
   end(): void {
     if (this.ending || this.socket.destroyed) return;
     this.flush();
     this.ending = true;
+    this.held = [];
+    this.heldFrom = 0;
     this.socket.end();
+    destroyAfterEnd(this.socket);
   }
 
   destroy(): void {

@@ -16,6 +16,7 @@ import { createServer, type Server, type Socket, type AddressInfo } from 'node:n
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { formatAddress, isLoopbackHost, type PmiAddress } from '../protocol/address.js';
+import { destroyAfterEnd } from './close-soon.js';
 import { tcpPeerUid } from './tcp-peer-uid.js';
 
 export interface AcceptedPeer {
@@ -85,8 +86,19 @@ function admit(socket: Socket, peer: AcceptedPeer, opts: ListenOptions): void {
   }
   const reason = peer.uid === undefined ? 'the peer uid could not be determined' : `uid ${peer.uid} is not allowed (server uid ${myUid}; admit it with --allow-uid ${peer.uid})`;
   opts.onRefused?.(peer, reason);
+  refuseSocket(socket, `cmd=error rc=-1 msg=${peer.uid === undefined ? 'peer_uid_unknown' : `uid_${peer.uid}_not_allowed`}\n`);
+}
+
+/**
+ * Tell a refused peer why, then close the connection entirely as soon as the line is written: a
+ * peer that keeps its end open must not keep one of our descriptors too. What it sends meanwhile
+ * is read and dropped (unread input would turn our close into a reset that may lose the line).
+ */
+export function refuseSocket(socket: Socket, line: string): void {
   socket.on('error', () => socket.destroy());
-  socket.end(`cmd=error rc=-1 msg=${peer.uid === undefined ? 'peer_uid_unknown' : `uid_${peer.uid}_not_allowed`}\n`);
+  socket.on('data', () => undefined);
+  socket.end(line);
+  destroyAfterEnd(socket, 0);
 }
 
 async function listenTcp(addr: Extract<PmiAddress, { kind: 'tcp' }>, opts: ListenOptions): Promise<Listener> {
