@@ -95,16 +95,21 @@ export class LineConnection {
 
   /**
    * Flush what was sent, then close: half-close at once, and release the socket soon after what
-   * we wrote reached the kernel, whether or not the peer closes its end (close-soon.ts).
+   * we wrote reached the kernel, whether or not the peer closes its end (close-soon.ts);
+   * `graceMs` 0 for a peer we are throwing out, which need not be given time to close first.
    */
-  end(): void {
-    if (this.ending || this.socket.destroyed) return;
+  end(graceMs?: number): void {
+    if (this.socket.destroyed) return;
+    if (this.ending) {
+      if (graceMs !== undefined) destroyAfterEnd(this.socket, graceMs); // sooner than first asked
+      return;
+    }
     this.flush();
     this.ending = true;
     this.held = [];
     this.heldFrom = 0;
     this.socket.end();
-    destroyAfterEnd(this.socket);
+    destroyAfterEnd(this.socket, graceMs);
   }
 
   destroy(): void {
