@@ -10,6 +10,7 @@ import type { BusEvent } from '../src/host/bus.js';
 import { PmiClient } from '../src/client/index.js';
 import { cliPath, exitOf, runCli, until, waitForLine } from './fixtures/cli.js';
 import { OTHER_USER, otherUid, otherUserMissing } from './fixtures/other-user.js';
+import { netns, netnsMissing } from './fixtures/netns.js';
 
 /**
  * A node client run as the other uid: opens `n` connections to 127.0.0.1:port and never closes
@@ -183,4 +184,39 @@ t.test('serve under a 128-fd limit: 500 held connections of our own uid that nev
   t.equal(r.code, 0, `the rank joins (stderr: ${r.stderr.slice(0, 300)})`);
   t.equal((await exitOf(server, 20_000)).code, 0, 'the job completed');
   t.notMatch(stderr, /EMFILE/, 'no accept() failed for lack of descriptors');
+});
+
+t.test('serve --listen tcp://0.0.0.0:0 checks the uid of a local process that connects through a non-loopback address; remote peers are admitted and logged', { skip: netnsMissing() ?? otherUserMissing() ?? false }, async (t) => {
+  // Two private namespaces joined by a veth pair: "host" (10.77.0.1, the server's) and "remote" (10.77.0.2).
+  const host = await netns(t);
+  const remote = await netns(t);
+  await host.exec('ip', ['link', 'add', 'pmib-a', 'type', 'veth', 'peer', 'name', 'pmib-b', 'netns', remote.name]);
+  await host.exec('ip', ['addr', 'add', '10.77.0.1/24', 'dev', 'pmib-a']);
+  await host.exec('ip', ['link', 'set', 'pmib-a', 'up']);
+  await remote.exec('ip', ['addr', 'add', '10.77.0.2/24', 'dev', 'pmib-b']);
+  await remote.exec('ip', ['link', 'set', 'pmib-b', 'up']);
+
+  const server = host.cli(['serve', '-n', '2', '--listen', 'tcp://0.0.0.0:0', '--log-level', 'info']);
+  let stderr = '';
+  server.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+  const [, port] = await waitForLine(server, /^PMI_PORT=0\.0\.0\.0:(\d+)$/);
+  const address = `10.77.0.1:${port}`;
+
+  // another uid on the server's own host, through its non-loopback address
+  const probe = `const s=require('net').connect(${port},'10.77.0.1');let b='';s.on('data',d=>b+=d);s.on('error',e=>console.log('error',e.code));s.on('close',()=>console.log(JSON.stringify(b)));s.write('cmd=initack pmiid=0\\n');`;
+  const intruder = host.spawn('runuser', ['-u', OTHER_USER, '--', 'env', '-i', process.execPath, '-e', probe]);
+  const [said] = await waitForLine(intruder, /^".*"$/, 15_000);
+  t.match(said, new RegExp(`cmd=error rc=-1 msg=uid_${otherUid()}_not_allowed`), 'a local process of another uid is refused, though it came through 10.77.0.1');
+
+  // our uid, locally through 10.77.0.1: rank 0; a process on the remote namespace: rank 1
+  const env = (id: number) => ['env', `PMI_PORT=${address}`, `PMI_ID=${id}`, process.execPath, cliPath, 'pmi', 'info'];
+  const r0 = host.spawn(env(0)[0] as string, env(0).slice(1));
+  const r1 = remote.spawn(env(1)[0] as string, env(1).slice(1));
+  t.equal((await exitOf(r0, 20_000)).code, 0, 'our uid through the non-loopback address is served');
+  t.equal((await exitOf(r1, 20_000)).code, 0, 'the remote peer is served');
+  t.equal((await exitOf(server, 20_000)).code, 0, 'the job completed');
+  const remoteLines = stderr.split('\n').filter((l) => /another host, admitted without a uid check/.test(l));
+  t.equal(remoteLines.length, 1, 'the remote connection is logged once');
+  t.match(remoteLines[0], /"level":30.*10\.77\.0\.2:\d+/, 'at info, with its address');
+  t.notMatch(stderr, /10\.77\.0\.1:\d+\)?: a peer on another host/, 'local connections are not called remote');
 });

@@ -90,7 +90,7 @@ export class JobServer {
       return;
     }
     for (const e of admission.evict) this.dismiss(e, 'E_EVICTED');
-    this.serve(id, socket, { transport: peer.transport, peer: peer.peer, ...(peer.uid !== undefined ? { uid: peer.uid } : {}) }, true);
+    this.serve(id, socket, { transport: peer.transport, peer: peer.peer, ...(peer.uid !== undefined ? { uid: peer.uid } : {}), ...(peer.remote ? { remote: true } : {}) }, true);
     this.sweep ??= this.startSweep();
   }
 

@@ -15,15 +15,17 @@ import { mkdtempSync, mkdirSync, lstatSync, unlinkSync, rmSync } from 'node:fs';
 import { createServer, type Server, type Socket, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { formatAddress, isLoopbackHost, type PmiAddress } from '../protocol/address.js';
+import { formatAddress, type PmiAddress } from '../protocol/address.js';
 import { destroyAfterEnd } from './close-soon.js';
-import { tcpPeerUid } from './tcp-peer-uid.js';
+import { tcpPeerIdentity, tcpPeerUid } from './tcp-peer-uid.js';
 
 export interface AcceptedPeer {
   readonly transport: 'tcp' | 'unix';
   readonly uid?: number;
   readonly pid?: number;
   readonly peer: string;
+  /** A TCP peer on another host: no uid can be checked (admitted; the host logs it). */
+  readonly remote?: boolean;
 }
 
 export interface ListenOptions {
@@ -105,14 +107,15 @@ async function listenTcp(addr: Extract<PmiAddress, { kind: 'tcp' }>, opts: Liste
   const server = createServer({ noDelay: true }, (socket) => {
     socket.setNoDelay(true);
     const peer = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`;
-    // A loopback peer is a process of this machine: its uid is in /proc/net/tcp. A remote peer
-    // cannot be identified (binding a non-loopback address is an explicit, warned-about choice).
-    if (!isLoopbackHost((socket.remoteAddress ?? '').replace(/^::ffff:/i, ''))) {
-      opts.onConnection(socket, { transport: 'tcp', peer });
+    // A process of this machine — through loopback or through any other address of ours — is
+    // checked by uid. A remote peer cannot be identified (binding a non-loopback address is an
+    // explicit, warned-about choice); it is admitted and marked, and the host logs it.
+    const who = tcpPeerIdentity(socket);
+    if (who.remote) {
+      opts.onConnection(socket, { transport: 'tcp', peer, remote: true });
       return;
     }
-    const uid = tcpPeerUid(socket);
-    admit(socket, { transport: 'tcp', peer: `${peer}${uid !== undefined ? ` uid ${uid}` : ''}`, ...(uid !== undefined ? { uid } : {}) }, opts);
+    admit(socket, { transport: 'tcp', peer: `${peer}${who.uid !== undefined ? ` uid ${who.uid}` : ''}`, ...(who.uid !== undefined ? { uid: who.uid } : {}) }, opts);
   });
   server.on('error', (err) => opts.onError?.(err));
   await bind(server, { host: addr.host, port: addr.port }, opts.backlog ?? DEFAULT_BACKLOG);
