@@ -6,6 +6,7 @@ import { once } from 'node:events';
 import { JobServer } from '../src/host/job-server.js';
 import { PmiClient } from '../src/client/index.js';
 import type { BusEvent } from '../src/host/bus.js';
+import { exitOf, runCli, startCli, waitForLine } from './fixtures/cli.js';
 
 async function startServer(size: number) {
   const server = new JobServer({ size, kvsname: 'kvs_bad_0' });
@@ -143,4 +144,92 @@ t.test('a client that stops reading is not allowed to grow our buffers', async (
   const queued = [...conns.values()].reduce((n, c) => n + c.socket.writableLength, 0);
   t.ok(queued < 4 * 1024 * 1024, `server-side write queue stays bounded (${queued} bytes)`);
   s.destroy();
+});
+
+t.test('a 7-line spawn block with a huge count, from a connection that never identified itself, is answered at once', async (t) => {
+  // Out of process: before the fix this froze the server (hours of CPU, or ~1 GB for argcnt).
+  const server = startCli(['serve', '-n', '1', '--listen', 'tcp://127.0.0.1:0']);
+  t.teardown(() => server.kill('SIGKILL'));
+  const [, port] = await waitForLine(server, /^PMI_PORT=127\.0\.0\.1:(\d+)$/);
+  const block = (count: string) => `mcmd=spawn\nnprocs=1\nexecname=x\ntotspawns=1\nspawnssofar=1\n${count}\nendcmd\n`;
+  for (const [count, msg] of [
+    ['preput_num=100000000000', /^cmd=spawn_result rc=-1 msg=spawn_preput_num_100000000000_exceeds_limit_2\n$/],
+    ['argcnt=1000000000', /^cmd=spawn_result rc=-1 msg=spawn_argcnt_1000000000_exceeds_limit_5\n$/],
+    ['info_num=100000000000', /^cmd=spawn_result rc=-1 msg=spawn_info_num_100000000000_exceeds_limit_2\n$/],
+  ] as const) {
+    const r = await raw(Number(port), block(count), 1);
+    t.match(r.text, msg, `${count}: refused in spawn_result, with the count and the limit`);
+  }
+  const rank = await runCli(['pmi', 'info'], { env: { ...process.env, PMI_PORT: `127.0.0.1:${port}`, PMI_ID: '0' }, timeoutMs: 20_000 });
+  t.equal(rank.code, 0, `the real rank is served (stderr: ${rank.stderr})`);
+  t.equal((await exitOf(server, 20_000)).code, 0, 'the job completed');
+});
+
+t.test('many clients that never read cannot make the server queue more than one high-water mark each', async (t) => {
+  // 1023-byte values: each 32-byte get is answered with ~1 KiB, so one 64 KiB read of gets asks
+  // for ~2 MiB of replies. Those must not all be queued before backpressure is looked at.
+  const clients = 20;
+  const gets = 16_000; // 512 KiB of requests each, ~16 MiB of replies: far beyond the kernel's buffers
+  const value = 'v'.repeat(1023);
+  const server = new JobServer({ size: clients, kvsname: 'kvs_bad_0', processMapping: value });
+  t.teardown(() => server.close());
+  const listener = await server.listen({ kind: 'tcp', host: '127.0.0.1', port: 0 });
+  const port = listener.address.kind === 'tcp' ? listener.address.port : 0;
+  const sockets = await Promise.all(
+    Array.from({ length: clients }, async (_, i) => {
+      const s = connect(port, '127.0.0.1');
+      s.on('error', () => undefined);
+      await once(s, 'connect');
+      s.pause(); // never read
+      s.write(`cmd=initack pmiid=${i}\ncmd=init pmi_version=1 pmi_subversion=1\n${'cmd=get key=PMI_process_mapping\n'.repeat(gets)}`);
+      return s;
+    }),
+  );
+  t.teardown(() => sockets.forEach((s) => s.destroy()));
+  const conns = (server as unknown as { connections: Map<number, { socket: Socket }> }).connections;
+  const queued = () => [...conns.values()].map((c) => c.socket.writableLength);
+  // Wait until the server has stopped making progress (every queue stuck on unread replies).
+  let last = '';
+  let stableSince = Date.now();
+  const deadline = Date.now() + 20_000;
+  while (Date.now() < deadline && Date.now() - stableSince < 1000) {
+    await new Promise((r) => setTimeout(r, 100));
+    const now = JSON.stringify(queued());
+    if (now !== last) {
+      last = now;
+      stableSince = Date.now();
+    }
+  }
+  const lengths = queued();
+  const hwm = [...conns.values()][0]?.socket.writableHighWaterMark ?? 16384;
+  const max = Math.max(...lengths);
+  t.equal(lengths.length, clients, 'every client is connected');
+  t.ok(lengths.every((n) => n > 0), 'every server queue holds unread replies (the clients really do not read)');
+  // one read's worth of handling may finish the line that crossed the mark: hwm + one reply
+  t.ok(max <= hwm + 2048, `the largest write queue is ${max} bytes (high-water mark ${hwm}), total ${lengths.reduce((a, b) => a + b, 0)}`);
+
+  // Nothing is lost: once a client reads, it gets every reply, in order.
+  const counts = await Promise.all(
+    sockets.map(
+      (s) =>
+        new Promise<number>((resolve) => {
+          let n = 0;
+          let rest = '';
+          const timer = setTimeout(() => resolve(n), 60_000);
+          s.setEncoding('latin1');
+          s.on('data', (d: string) => {
+            const text = rest + d;
+            const parts = text.split('\n');
+            rest = parts.pop() ?? '';
+            for (const p of parts) if (p.startsWith('cmd=get_result rc=0 value=v')) n++;
+            if (n === gets) {
+              clearTimeout(timer);
+              resolve(n);
+            }
+          });
+          s.resume();
+        }),
+    ),
+  );
+  t.same(counts, Array(clients).fill(gets), `each client received all ${gets} replies once it read`);
 });

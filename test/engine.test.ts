@@ -470,6 +470,51 @@ t.test('publish_name, lookup_name, unpublish_name and their failures', async (t)
   t.same(r0.send('cmd=lookup_name service=s2'), ['cmd=lookup_result rc=1 msg=service_not_found']);
 });
 
+t.test('an empty service or port is refused: lookup_name could never answer port= (MPICH >= 4.1 rejects it)', async (t) => {
+  const h = new EngineHarness({ size: 1 });
+  const [r0] = h.initAll();
+  if (!r0) return;
+  t.same(r0.send('cmd=publish_name service=svc port='), ['cmd=publish_result rc=3 msg=empty_port'], 'empty port');
+  t.same(r0.send('cmd=lookup_name service=svc'), ['cmd=lookup_result rc=1 msg=service_not_found'], 'nothing was published');
+  t.same(r0.send('cmd=publish_name service= port=p'), ['cmd=publish_result rc=3 msg=empty_service'], 'empty service');
+  t.same(r0.send('cmd=lookup_name service='), ['cmd=lookup_result rc=3 msg=empty_service']);
+  t.same(r0.send('cmd=unpublish_name service='), ['cmd=unpublish_result rc=3 msg=empty_service']);
+  t.same(r0.send('cmd=publish_name service=svc port=p'), ['cmd=publish_result rc=0'], 'a real one still works');
+  t.same(r0.send('cmd=lookup_name service=svc'), ['cmd=lookup_result rc=0 port=p']);
+  t.notOk(r0.closed);
+});
+
+t.test('the KVS is bounded in keys and bytes: a put beyond either is refused rc=2, the job goes on', async (t) => {
+  const h = new EngineHarness({ size: 2, processMapping: null, limits: { kvsMaxKeys: 3, kvsMaxBytes: 40 } });
+  const [r0, r1] = h.initAll();
+  if (!r0 || !r1) return;
+  t.same(r0.send('cmd=put key=a value=1'), ['cmd=put_result rc=0']);
+  t.same(r0.send('cmd=put key=b value=2'), ['cmd=put_result rc=0']);
+  t.same(r1.send('cmd=put key=c value=3'), ['cmd=put_result rc=0']);
+  t.same(r1.send('cmd=put key=d value=4'), ['cmd=put_result rc=2 msg=kvs_full_3_keys'], 'a 4th key: refused, with the limit');
+  t.match(h.eventsOf('protocol-error').at(-1), { code: 'E_KVS_FULL', message: /3 keys.*--kvs-max-keys/ });
+  t.same(r1.send('cmd=put key=c value=33'), ['cmd=put_result rc=0'], 'replacing a key is no new key');
+  t.same(r0.send(`cmd=put key=a value=${'x'.repeat(40)}`), ['cmd=put_result rc=2 msg=kvs_full_40_bytes'], 'too many bytes: refused');
+  t.match(h.eventsOf('protocol-error').at(-1), { code: 'E_KVS_FULL', message: /40 bytes.*--kvs-max-bytes/ });
+  t.same(h.barrier([r0, r1]), [['cmd=barrier_out rc=0'], ['cmd=barrier_out rc=0']], 'the barrier completes');
+  t.same(r1.send('cmd=get key=c'), ['cmd=get_result rc=0 value=33']);
+  t.same(r1.send('cmd=get key=d'), ['cmd=get_result rc=4 msg=key_d_not_found'], 'the refused key is not there');
+  t.same(r0.send('cmd=put key=b value=22'), ['cmd=put_result rc=0'], 'a committed key can still be replaced');
+  t.notOk(r0.closed || r1.closed, 'nobody is disconnected for it');
+});
+
+t.test('the name service is bounded in entries: a publish beyond it is refused rc=2', async (t) => {
+  const h = new EngineHarness({ size: 1, limits: { maxNames: 2 } });
+  const [r0] = h.initAll();
+  if (!r0) return;
+  t.same(r0.send('cmd=publish_name service=s1 port=p1'), ['cmd=publish_result rc=0']);
+  t.same(r0.send('cmd=publish_name service=s2 port=p2'), ['cmd=publish_result rc=0']);
+  t.same(r0.send('cmd=publish_name service=s3 port=p3'), ['cmd=publish_result rc=2 msg=name_service_full_2_services'], 'a 3rd: refused');
+  t.match(h.eventsOf('protocol-error').at(-1), { code: 'E_NAMES_FULL', message: /--max-names/ });
+  t.same(r0.send('cmd=unpublish_name service=s1'), ['cmd=unpublish_result rc=0']);
+  t.same(r0.send('cmd=publish_name service=s3 port=p3'), ['cmd=publish_result rc=0'], 'room again after an unpublish');
+});
+
 // ---- spawn ---------------------------------------------------------------------------------------------------
 
 t.test('a spawn block is answered once, after its last segment, with rc=-1', async (t) => {

@@ -111,3 +111,56 @@ t.test('bytes the socket read before it was attached come first, then reads move
   t.same(r.lines, ['got cmd=early', 'got cmd=late', 'got cmd=later'], 'in order');
   t.equal(e.conns[0]?.userBuffer, true, 'switched once the held bytes were delivered');
 });
+
+for (const reads of ['auto', 'stream'] as const) {
+  t.test(`reads: ${reads}: a read of many lines stops being handled at the write high-water mark, and resumes in order`, async (t) => {
+    const path = join(mkdtempSync(join(tmpdir(), 'pmibridge-lc-')), 's.sock');
+    const conns: LineConnection[] = [];
+    let handled = 0;
+    const server = createServer((socket: Socket) => {
+      const c: LineConnection = new LineConnection(socket, 64, {
+        onInput: (f) => {
+          handled++;
+          c.send(`got ${f.kind === 'line' ? f.line : 'overlong'} ${'p'.repeat(1000)}\n`);
+        },
+        onClose: () => undefined,
+      }, { reads });
+      conns.push(c);
+    });
+    await new Promise<void>((resolve) => server.listen(path, resolve));
+    t.teardown(() => server.close());
+    const n = 20_000; // ~20 MiB of replies to ~200 KiB of requests
+    const s = connect(path);
+    await once(s, 'connect');
+    s.pause();
+    s.write(Array.from({ length: n }, (_, i) => `line ${i}\n`).join(''));
+    let last = -1;
+    for (let waited = 0; waited < 10_000 && handled !== last; waited += 200) {
+      last = handled;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    const sock = conns[0]?.socket;
+    t.ok(handled < n, `handling stopped while the client does not read (${handled} of ${n} lines handled)`);
+    t.ok((sock?.writableLength ?? Infinity) <= (sock?.writableHighWaterMark ?? 0) + 1100, `write queue ${sock?.writableLength} bytes: at most the high-water mark plus one reply`);
+    const got: string[] = [];
+    let rest = '';
+    const done = new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, 30_000);
+      s.setEncoding('latin1');
+      s.on('data', (d: string) => {
+        const parts = (rest + d).split('\n');
+        rest = parts.pop() ?? '';
+        for (const p of parts) got.push(p.slice(0, p.indexOf(' p')));
+        if (got.length >= n) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+      s.resume();
+    });
+    await done;
+    s.destroy();
+    t.equal(got.length, n, 'every line answered once the client reads');
+    t.ok(got.every((g, i) => g === `got line ${i}`), 'in order');
+  });
+}

@@ -198,3 +198,43 @@ t.test('line limit', async (t) => {
   t.ok(floodSteps.slice(1025, 2049).every((s) => s.kind === 'more'), 'nothing answered while swallowing');
   t.ok(floodSteps.slice(2050).every((s) => s.kind === 'error'), 'afterwards each stray line is no spawn block (the engine reads them as lines)');
 });
+
+t.test('counts are bounded by what the block carries: a 7-line block cannot make us loop or allocate', async (t) => {
+  const head = ['mcmd=spawn', 'nprocs=1', 'execname=x', 'totspawns=1', 'spawnssofar=1'];
+  const cases: ReadonlyArray<readonly [string, string, RegExp]> = [
+    ['argcnt beyond the attributes of its segment', 'argcnt=5000', /^spawn_argcnt_5000_exceeds_limit_\d+$/],
+    ['argcnt of a billion (was ~1 GB of empty args)', 'argcnt=1000000000', /^spawn_argcnt_1000000000_exceeds_limit_\d+$/],
+    ['preput_num of 10^11 (was hours of CPU)', 'preput_num=100000000000', /^spawn_preput_num_100000000000_exceeds_limit_\d+$/],
+    ['info_num beyond its pairs', 'info_num=4', /^spawn_info_num_4_exceeds_limit_\d+$/],
+    ['a count of more digits than a double holds', `argcnt=${'9'.repeat(400)}`, /^spawn_argcnt_9+_exceeds_limit_\d+$|^spawn_argcnt_is_out_of_range$/],
+  ];
+  for (const [what, line, msg] of cases) {
+    const a = new SpawnAssembler(1024);
+    const t0 = performance.now();
+    const last = feed(a, [...head, line, 'endcmd']).at(-1);
+    t.ok(performance.now() - t0 < 5000, `${what}: answered at once`);
+    t.equal(last?.kind, 'error', what);
+    if (last?.kind === 'error') {
+      t.match(last.msg, msg, `${what}: msg ${last.msg}`);
+      t.match(last.detail, /spawn/, `${what}: ${last.detail}`);
+    }
+    t.equal(a.active, false, `${what}: failed at its own endcmd, nothing to swallow`);
+  }
+  const sane: ReadonlyArray<readonly [string, string[], RegExp]> = [
+    ['nprocs beyond an int', ['nprocs=100000000000'], /^spawn_nprocs_100000000000_exceeds_limit_2147483647$/],
+    ['totspawns beyond what 1024 lines can carry', ['totspawns=1000000'], /^spawn_totspawns_1000000_exceeds_limit_341$/],
+    ['spawnssofar beyond totspawns', ['spawnssofar=7'], /^spawn_spawnssofar_7_exceeds_limit_1$/],
+  ];
+  for (const [what, override, msg] of sane) {
+    const key = (l: string) => l.slice(0, l.indexOf('='));
+    const lines = head.map((l) => override.find((o) => key(o) === key(l)) ?? l);
+    const last = feed(new SpawnAssembler(1024), [...lines, 'endcmd']).at(-1);
+    t.equal(last?.kind, 'error', what);
+    if (last?.kind === 'error') t.match(last.msg, msg, `${what}: msg ${last.msg}`);
+  }
+  // what a real block carries is still read whole
+  const pairs = Array.from({ length: 100 }, (_, i) => [`preput_key_${i}=k${i}`, `preput_val_${i}=v${i}`]).flat();
+  const ok = feed(new SpawnAssembler(1024), [...head, 'argcnt=2', 'arg1=a', 'arg2=b', 'preput_num=100', ...pairs, 'info_num=0', 'endcmd']).at(-1);
+  t.equal(ok?.kind, 'done', '100 preput pairs, 2 args: accepted');
+  if (ok?.kind === 'done') t.equal(ok.request.segments[0]?.preput.size, 100);
+});

@@ -82,6 +82,7 @@ function levelOf(ev: BusEvent): Level {
         case 'put':
           return 'trace';
         case 'connected':
+          return ev.event.facts.remote ? 'info' : 'debug'; // nobody checked who a remote peer is: say so
         case 'initialized':
         case 'barrier':
           return 'debug';
@@ -120,7 +121,7 @@ function messageOf(ev: BusEvent): string {
       const e = ev.event;
       switch (e.type) {
         case 'connected':
-          return `connection ${e.conn} opened (${e.facts.transport}${e.facts.peer ? ` ${e.facts.peer}` : ''})`;
+          return `connection ${e.conn} opened (${e.facts.transport}${e.facts.peer ? ` ${e.facts.peer}` : ''})${e.facts.remote ? ': a peer on another host, admitted without a uid check (PMI has no authentication; bind loopback or a Unix socket to keep it out)' : ''}`;
         case 'bound':
           return `rank ${e.rank} is connection ${e.conn} (${e.how === 'anonymous' ? 'sent init without initack; given the lowest free rank' : e.how})`;
         case 'initialized':

@@ -2,6 +2,7 @@
 import type { JobServerOptions } from '../host/job-server.js';
 import { intOption, stringOption, UsageError, type CommandSpec, type OptionSpec, type ParsedValues } from './args.js';
 import { ALLOW_UID_OPTION, allowUids } from './listen-options.js';
+import { parseDuration } from './relay-options.js';
 
 export const JOB_OPTIONS: Readonly<Record<string, OptionSpec>> = {
   kvsname: { type: 'string', arg: 'NAME', help: 'KVS name reported to ranks (default: kvs_<pid>_0)' },
@@ -10,6 +11,12 @@ export const JOB_OPTIONS: Readonly<Record<string, OptionSpec>> = {
   'no-process-mapping': { type: 'boolean', help: 'do not preset PMI_process_mapping (MPICH then exchanges hostnames; use for ranks on several hosts)' },
   'max-line': { type: 'string', arg: 'BYTES', help: 'longest request line accepted (default: kvsname_max+keylen_max+vallen_max+64 = 1408)' },
   'allow-uid': ALLOW_UID_OPTION,
+  'kvs-max-keys': { type: 'string', arg: 'N', help: 'distinct keys the KVS may hold; a put of one more is answered rc=2 (default: 1048576)' },
+  'kvs-max-bytes': { type: 'string', arg: 'BYTES', help: 'bytes of keys and values the KVS may hold, pending ones included (default: 268435456 = 256 MiB)' },
+  'max-names': { type: 'string', arg: 'N', help: 'services publish_name may hold (default: 4096)' },
+  'max-connections': { type: 'string', arg: 'N', help: 'connections held at once; beyond it the oldest one that has not sent initack/init is closed, or the new one refused (default: size+4096, lowered to fit the fd limit)' },
+  'max-connections-per-peer': { type: 'string', arg: 'N', help: 'the same per uid (local peers) or address (remote peers) (default: half of --max-connections, at least size+16)' },
+  'identify-timeout': { type: 'string', arg: 'DURATION', help: 'close a connection that sent no valid initack or init by then: 30s, 2m, 500ms or inf (default: 30s)' },
 };
 
 export function jobOptions(spec: CommandSpec, values: ParsedValues): Omit<JobServerOptions, 'size' | 'bus'> {
@@ -17,13 +24,37 @@ export function jobOptions(spec: CommandSpec, values: ParsedValues): Omit<JobSer
   const universe = intOption(spec, values, 'universe-size', -1, 2 ** 31 - 1);
   const maxLine = intOption(spec, values, 'max-line', 1024, 16 * 1024 * 1024);
   const kvsname = stringOption(values, 'kvsname') ?? `kvs_${process.pid}_0`;
+  const kvsMaxKeys = intOption(spec, values, 'kvs-max-keys', 1);
+  const kvsMaxBytes = intOption(spec, values, 'kvs-max-bytes', 1);
+  const maxNames = intOption(spec, values, 'max-names', 1);
+  const maxConnections = intOption(spec, values, 'max-connections', 1);
+  const maxConnectionsPerPeer = intOption(spec, values, 'max-connections-per-peer', 1);
+  const identify = stringOption(values, 'identify-timeout');
+  let identifyTimeoutMs: number | null | undefined;
+  if (identify !== undefined) {
+    try {
+      identifyTimeoutMs = parseDuration(spec.name, identify);
+    } catch {
+      throw new UsageError(spec.name, `--identify-timeout: ${JSON.stringify(identify)} is not a duration (e.g. 30s, 2m, 500ms, inf)`);
+    }
+    if (identifyTimeoutMs === 0) throw new UsageError(spec.name, '--identify-timeout must be more than 0 (inf: never)');
+  }
+  const limits = {
+    ...(maxLine !== undefined ? { maxLine } : {}),
+    ...(kvsMaxKeys !== undefined ? { kvsMaxKeys } : {}),
+    ...(kvsMaxBytes !== undefined ? { kvsMaxBytes } : {}),
+    ...(maxNames !== undefined ? { maxNames } : {}),
+  };
   if (!/^[!-~]{1,255}$/.test(kvsname)) throw new UsageError(spec.name, '--kvsname must be 1-255 printable characters without spaces');
   return {
     kvsname,
     ...(appnum !== undefined ? { appnum } : {}),
     ...(universe !== undefined ? { universeSize: universe } : {}),
     ...(values['no-process-mapping'] ? { processMapping: null } : {}),
-    ...(maxLine !== undefined ? { limits: { maxLine } } : {}),
+    ...(Object.keys(limits).length ? { limits } : {}),
+    ...(maxConnections !== undefined ? { maxConnections } : {}),
+    ...(maxConnectionsPerPeer !== undefined ? { maxConnectionsPerPeer } : {}),
+    ...(identifyTimeoutMs !== undefined ? { identifyTimeoutMs } : {}),
     allowUids: allowUids(spec.name, values),
   };
 }

@@ -6,16 +6,35 @@
  */
 import type { Socket } from 'node:net';
 import type { PmiAddress } from '../protocol/address.js';
+import { PMI_RC, problem } from '../protocol/errors.js';
 import type { Framed } from '../protocol/line-framer.js';
 import { ServerEngine, type EngineOptions } from '../server/engine.js';
 import type { Action, ConnId, ConnectionFacts, JobStatus } from '../server/types.js';
+import { fdLimit } from '../transport/fd-limit.js';
 import { LineConnection } from '../transport/line-connection.js';
-import { listen, listenPrivateUnix, type Listener } from '../transport/listen.js';
+import { listen, listenPrivateUnix, refuseSocket, type AcceptedPeer, type Listener } from '../transport/listen.js';
 import { ObserverBus } from './bus.js';
+import { ConnectionLimits, type Eviction } from './connection-limits.js';
 
 export interface JobServerOptions extends EngineOptions {
   readonly allowUids?: readonly number[];
   readonly bus?: ObserverBus;
+  /** Connections from listeners held at once (default: defaultMaxConnections). */
+  readonly maxConnections?: number;
+  /** … of them from one uid (local peers) or address (remote peers); default: half of maxConnections, at least size + 16. */
+  readonly maxConnectionsPerPeer?: number;
+  /** Close a listener's connection that has not sent initack or init by then; null: never. */
+  readonly identifyTimeoutMs?: number | null;
+}
+
+export const DEFAULT_IDENTIFY_TIMEOUT_MS = 30_000;
+/** Descriptors left for everything else: listeners, stdio, the tap and its observers, ranks' pipes. */
+const FD_RESERVE = 64;
+
+/** size + 4096, lowered to fit the process's fd limit, so that accept() never meets EMFILE. */
+export function defaultMaxConnections(size: number, nofile: number | undefined = fdLimit()): number {
+  const want = size + 4096;
+  return nofile === undefined ? want : Math.max(16, Math.min(want, nofile - FD_RESERVE));
 }
 
 export class JobServer {
@@ -26,19 +45,27 @@ export class JobServer {
   private readonly connections = new Map<ConnId, LineConnection>();
   private readonly listeners: Listener[] = [];
   private nextId = 1;
+  /** Listener connections: how many per peer and in total, and which have not identified yet. */
+  readonly limits: ConnectionLimits;
+  private sweep: NodeJS.Timeout | undefined;
 
   constructor(private readonly opts: JobServerOptions) {
     this.engine = new ServerEngine(opts);
     this.bus = opts.bus ?? new ObserverBus();
     this.done = new Promise((resolve) => (this.resolveDone = resolve));
+    const maxTotal = opts.maxConnections ?? defaultMaxConnections(this.engine.size);
+    this.limits = new ConnectionLimits({
+      maxTotal,
+      maxPerPeer: opts.maxConnectionsPerPeer ?? Math.max(this.engine.size + 16, Math.floor(maxTotal / 2)),
+      identifyTimeoutMs: opts.identifyTimeoutMs === undefined ? DEFAULT_IDENTIFY_TIMEOUT_MS : opts.identifyTimeoutMs,
+    });
   }
 
   /** Listen on an address (or a private Unix socket when `address` is 'private-unix'). */
   async listen(address: PmiAddress | 'private-unix'): Promise<Listener> {
     const options = {
       allowUids: this.opts.allowUids ?? [],
-      onConnection: (socket: Socket, peer: { transport: 'tcp' | 'unix'; uid?: number; peer: string }) =>
-        this.attach(socket, { transport: peer.transport, peer: peer.peer, ...(peer.uid !== undefined ? { uid: peer.uid } : {}) }),
+      onConnection: (socket: Socket, peer: AcceptedPeer) => this.accept(socket, peer),
       onRefused: (peer: { peer: string; uid?: number }, reason: string) =>
         this.bus.emit({ type: 'peer-refused', peer: peer.peer, reason, ...(peer.uid !== undefined ? { uid: peer.uid } : {}) }),
       onError: (err: Error) => this.bus.emit({ type: 'transport-error', message: err.message }),
@@ -49,15 +76,58 @@ export class JobServer {
     return l;
   }
 
+  /**
+   * A peer a listener admitted (its uid is allowed): served if the connection limits let it in,
+   * possibly after closing the oldest unidentified connections to make room; else told why.
+   */
+  private accept(socket: Socket, peer: AcceptedPeer): void {
+    const id = this.nextId++;
+    const key = peer.uid !== undefined ? `uid ${peer.uid}` : peer.transport === 'tcp' ? (socket.remoteAddress ?? '?').replace(/^::ffff:/i, '') : 'unix peer';
+    const admission = this.limits.admit(id, key, key, performance.now());
+    if (!admission.ok) {
+      this.bus.emit({ type: 'peer-refused', peer: peer.peer, reason: admission.reason, ...(peer.uid !== undefined ? { uid: peer.uid } : {}) });
+      refuseSocket(socket, `cmd=error rc=-1 msg=${admission.msg}\n`);
+      return;
+    }
+    for (const e of admission.evict) this.dismiss(e, 'E_EVICTED');
+    this.serve(id, socket, { transport: peer.transport, peer: peer.peer, ...(peer.uid !== undefined ? { uid: peer.uid } : {}), ...(peer.remote ? { remote: true } : {}) }, true);
+    this.sweep ??= this.startSweep();
+  }
+
+  /** Close a connection the limits gave up on: tell it why (logged as a refusal), then close it at once. */
+  private dismiss(e: Eviction, code: string): void {
+    this.apply(this.engine.dismiss(e.id, problem(code, PMI_RC.FAIL, e.msg, `${e.reason}; closed`)));
+    this.connections.get(e.id)?.end(0);
+  }
+
+  /** Close connections that did not identify themselves in time; one timer for all of them. */
+  private startSweep(): NodeJS.Timeout | undefined {
+    const limit = this.limits.opts.identifyTimeoutMs;
+    if (limit === null) return undefined;
+    const timer = setInterval(() => {
+      for (const e of this.limits.expired(performance.now())) this.dismiss(e, 'E_IDENTIFY_TIMEOUT');
+    }, Math.max(50, Math.min(1000, Math.floor(limit / 4))));
+    timer.unref();
+    return timer;
+  }
+
   /** Serve a connected socket (an accepted peer, or a rank's PMI_FD channel with facts.rank). */
   attach(socket: Socket, facts: ConnectionFacts): ConnId {
-    const id = this.nextId++;
+    return this.serve(this.nextId++, socket, facts, false);
+  }
+
+  private serve(id: ConnId, socket: Socket, facts: ConnectionFacts, counted: boolean): ConnId {
+    let unidentified = counted; // until the engine binds it to a rank
     const conn = new LineConnection(socket, this.engine.limits.maxLine, {
       onInput: (input) => {
         // Per-line work only when someone watches lines: this runs for every request.
         const watched = this.bus.wantsLines;
         const before = watched ? this.engine.rankOf(id) : undefined;
         const actions = this.receive(id, input);
+        if (unidentified && this.engine.rankOf(id) !== undefined) {
+          unidentified = false;
+          this.limits.identified(id);
+        }
         // After the engine read it (initack binds the rank) and before what it caused.
         if (watched) {
           const line = input.kind === 'line' ? input.line : `${input.prefix}… (${input.length} bytes)`;
@@ -68,6 +138,7 @@ export class JobServer {
       },
       onClose: (reason) => {
         this.connections.delete(id);
+        if (counted) this.limits.release(id);
         const rank = this.engine.rankOf(id);
         this.bus.emit({ type: 'closed', conn: id, reason, ...(rank !== undefined ? { rank } : {}) });
         this.apply(this.guard(id, () => this.engine.disconnect(id)));
@@ -154,6 +225,7 @@ export class JobServer {
 
   /** Stop listening and drop every connection. */
   async close(): Promise<void> {
+    clearInterval(this.sweep);
     for (const c of this.connections.values()) c.destroy();
     await Promise.all(this.listeners.splice(0).map((l) => l.close()));
   }

@@ -20,7 +20,20 @@ export interface Limits {
   readonly maxLine: number;
   /** Lines one `mcmd=spawn` request may span before it is refused (a spawn is a few dozen). */
   readonly maxSpawnLines: number;
+  /**
+   * Distinct keys the job's KVS may hold (committed or pending). hydra and flux have no limit; a
+   * wire-up puts a few keys per rank, so the default leaves room for ~100 000 ranks × 10 keys.
+   */
+  readonly kvsMaxKeys: number;
+  /** Bytes of keys and values the KVS may hold (pending values count until a barrier replaces the old). */
+  readonly kvsMaxBytes: number;
+  /** Services the name service may hold (MPI_Publish_name: a handful per job). */
+  readonly maxNames: number;
 }
+
+export const DEFAULT_KVS_MAX_KEYS = 1_048_576;
+export const DEFAULT_KVS_MAX_BYTES = 256 * 1024 * 1024;
+export const DEFAULT_MAX_NAMES = 4096;
 
 export const HYDRA_MAXES = { kvsnameMax: 256, keylenMax: 64, vallenMax: 1024 } as const;
 
@@ -32,6 +45,9 @@ export function defaultLimits(overrides: Partial<Limits> = {}): Limits {
     vallenMax: maxes.vallenMax,
     maxLine: overrides.maxLine ?? maxes.kvsnameMax + maxes.keylenMax + maxes.vallenMax + 64,
     maxSpawnLines: overrides.maxSpawnLines ?? 1024,
+    kvsMaxKeys: overrides.kvsMaxKeys ?? DEFAULT_KVS_MAX_KEYS,
+    kvsMaxBytes: overrides.kvsMaxBytes ?? DEFAULT_KVS_MAX_BYTES,
+    maxNames: overrides.maxNames ?? DEFAULT_MAX_NAMES,
   };
   for (const [k, v] of Object.entries(limits)) {
     if (!Number.isInteger(v) || v < 1) throw new TypeError(`limit ${k} must be a positive integer, got ${String(v)}`);

@@ -8,6 +8,10 @@
  * (`cmd=spawn_result`). Values may contain anything but `\n` (MPICH's parse_v1_mcmd), so each
  * line is split at its first `=` only. Legacy clients write `key=value` pairs several per line;
  * we accept both.
+ *
+ * Every count a client gives (argcnt, preput_num, info_num, totspawns, nprocs) is checked against
+ * what the block can actually carry before anything loops to it: a 7-line block saying
+ * `preput_num=100000000000` is refused at its endcmd, not iterated for hours.
  */
 
 export interface SpawnSegment {
@@ -25,7 +29,15 @@ export interface SpawnRequest {
 export type SpawnStep =
   | { readonly kind: 'more' }
   | { readonly kind: 'done'; readonly request: SpawnRequest }
-  | { readonly kind: 'error'; readonly detail: string };
+  /** `msg`: the reply's msg word (no spaces); `detail`: the same for logs, in words. */
+  | { readonly kind: 'error'; readonly msg: string; readonly detail: string };
+
+/** MPI_Comm_spawn's maxprocs is a C int: no client can ask for more. */
+export const MAX_SPAWN_NPROCS = 2 ** 31 - 1;
+/** Lines a segment needs at least: `mcmd=spawn`, one line of attributes, `endcmd`. */
+const MIN_SEGMENT_LINES = 3;
+
+const MALFORMED = 'malformed_spawn_request';
 
 export class SpawnAssembler {
   private current: Map<string, string> | null = null;
@@ -49,7 +61,7 @@ export class SpawnAssembler {
       } else if (++this.lines > this.maxLines) {
         this.skipping = false;
         this.lines = 0;
-        return { kind: 'error', detail: `no endcmd within ${this.maxLines} lines of a failed spawn request` };
+        return { kind: 'error', msg: MALFORMED, detail: `no endcmd within ${this.maxLines} lines of a failed spawn request` };
       }
       return { kind: 'more' };
     }
@@ -89,6 +101,23 @@ export class SpawnAssembler {
       this.current = null; // this segment ended at its endcmd: nothing of it is left to skip
       return this.fail('spawn segment lacks nprocs, execname, totspawns or spawnssofar');
     }
+    // Each argument takes an attribute of this segment, each preput/info pair two; a block holds
+    // at most maxLines lines, so at most maxLines/3 segments. Counts beyond that cannot be honest.
+    const carried = m.size;
+    const bounds: ReadonlyArray<readonly [string, number | undefined, number, string]> = [
+      ['nprocs', nprocs, MAX_SPAWN_NPROCS, 'MPI_Comm_spawn takes at most an int of processes'],
+      ['totspawns', total, Math.max(1, Math.floor(this.maxLines / MIN_SEGMENT_LINES)), `a spawn request of at most ${this.maxLines} lines holds no more segments`],
+      ['spawnssofar', sofar, total, 'a segment number cannot exceed totspawns'],
+      ['argcnt', int('argcnt'), carried, `its segment carries only ${carried} attributes`],
+      ['preput_num', int('preput_num'), Math.floor(carried / 2), `its segment carries only ${carried} attributes (two per pair)`],
+      ['info_num', int('info_num'), Math.floor(carried / 2), `its segment carries only ${carried} attributes (two per pair)`],
+    ];
+    for (const [name, value, limit, why] of bounds) {
+      if (value === undefined || value <= limit) continue;
+      this.current = null; // failed at its own endcmd: nothing left to skip
+      const shown = m.get(name) ?? String(value);
+      return this.fail(`spawn ${name}=${shown.length > 20 ? `${shown.slice(0, 20)}…` : shown} exceeds ${limit}: ${why}`, `spawn_${name}_${shown.length > 20 ? 'is_out_of_range' : `${shown}_exceeds_limit_${limit}`}`);
+    }
     const args: string[] = [];
     const argcnt = int('argcnt') ?? 0;
     for (let i = 1; i <= argcnt; i++) args.push(m.get(`arg${i}`) ?? '');
@@ -108,11 +137,11 @@ export class SpawnAssembler {
     return { kind: 'more' };
   }
 
-  private fail(detail: string): SpawnStep {
+  private fail(detail: string, msg = MALFORMED): SpawnStep {
     const inBlock = this.current !== null;
     this.reset();
     this.skipping = inBlock;
-    return { kind: 'error', detail };
+    return { kind: 'error', msg, detail };
   }
 
   private reset(): void {

@@ -204,6 +204,17 @@ export class ServerEngine {
     return out;
   }
 
+  /**
+   * The host closes a connection that has not identified itself (a timeout, or room needed for
+   * new connections): it is told why in a `cmd=error` line and closed. A connection bound to a
+   * rank by then is left alone.
+   */
+  dismiss(id: ConnId, p: Problem): Action[] {
+    const conn = this.conns.get(id);
+    if (!conn || conn.closing || conn.rank !== undefined) return [];
+    return this.refuse(conn, p, 'error');
+  }
+
   /** End the job from outside (a rank process failed, a signal…); idempotent. */
   fail(status: JobStatus): Action[] {
     const out: Action[] = [];
@@ -277,19 +288,9 @@ export class ServerEngine {
       case 'abort':
         return this.abort(conn, q, out);
       case 'publish_name':
-        if (UNSAFE_VALUE.test(q.port)) {
-          return this.answerFailure(conn, q.cmd, problem('E_PORT_HAS_CONTROL', PMI_RC.ERR_INVALID_ARG, 'port_contains_a_control_character', 'a published port cannot contain CR, LF or NUL (lookup_name could not return it)'), out, false);
-        }
-        if (this.names.publish(q.service, q.port)) return this.reply(conn, { cmd: 'publish_result', rc: 0 }, out);
-        return this.answerFailure(conn, q.cmd, problem('E_SERVICE_EXISTS', 1, `service_${q.service}_already_published`, `service ${q.service} is already published`), out, false);
       case 'unpublish_name':
-        if (this.names.unpublish(q.service)) return this.reply(conn, { cmd: 'unpublish_result', rc: 0 }, out);
-        return this.answerFailure(conn, q.cmd, problem('E_SERVICE_NOT_FOUND', 1, 'service_not_found', `service ${q.service} is not published`), out, false);
-      case 'lookup_name': {
-        const port = this.names.lookup(q.service);
-        if (port !== undefined) return this.reply(conn, { cmd: 'lookup_result', rc: 0, port }, out);
-        return this.answerFailure(conn, q.cmd, problem('E_SERVICE_NOT_FOUND', 1, 'service_not_found', `service ${q.service} is not published`), out, false);
-      }
+      case 'lookup_name':
+        return this.nameService(conn, q, out);
       default:
         return assertNever(q);
     }
@@ -372,9 +373,24 @@ export class ServerEngine {
   private put(conn: Conn, rank: number, q: QueryOf<'put'>, out: Action[]): void {
     const bad = this.checkKey(q.key, q.kvsname) ?? this.checkValue(q.key, q.value);
     if (bad) return this.answerFailure(conn, 'put', bad, out, false);
+    const full = this.kvsFull(q.key, q.value);
+    if (full) return this.answerFailure(conn, 'put', full, out); // logged: the job is likely to fail on it
     this.kvs.put(q.key, q.value);
     out.push(event({ type: 'put', conn: conn.id, rank, key: q.key, bytes: q.value.length }));
     this.reply(conn, { cmd: 'put_result', rc: 0 }, out);
+  }
+
+  /** Would this put take the KVS past one of its limits? */
+  private kvsFull(key: string, value: string): Problem | null {
+    const L = this.limits;
+    const { newKey, bytes } = this.kvs.costOf(key, value);
+    if (newKey && this.kvs.keys >= L.kvsMaxKeys) {
+      return problem('E_KVS_FULL', PMI_RC.ERR_NOMEM, `kvs_full_${L.kvsMaxKeys}_keys`, `the KVS holds ${this.kvs.keys} keys, its limit; put of a new key ${key} refused (raise it with --kvs-max-keys)`);
+    }
+    if (bytes > 0 && this.kvs.bytes + bytes > L.kvsMaxBytes) {
+      return problem('E_KVS_FULL', PMI_RC.ERR_NOMEM, `kvs_full_${L.kvsMaxBytes}_bytes`, `the KVS holds ${this.kvs.bytes} bytes of keys and values; put of ${key} (${bytes} more) would pass its limit of ${L.kvsMaxBytes} bytes (raise it with --kvs-max-bytes)`);
+    }
+    return null;
   }
 
   private checkValue(key: string, value: string): Problem | null {
@@ -405,6 +421,39 @@ export class ServerEngine {
       this.getReplies.set(q.key, line);
     }
     out.push(this.send(conn, line));
+  }
+
+  // ---- name service ------------------------------------------------------------------------------------------
+
+  private nameService(conn: Conn, q: QueryOf<'publish_name'> | QueryOf<'unpublish_name'> | QueryOf<'lookup_name'>, out: Action[]): void {
+    // An empty name can be published but never usefully looked up, and an empty port would be
+    // answered `port=`, which MPICH >= 4.1's parser rejects ("Expecting value after =").
+    if (q.service === '') {
+      return this.answerFailure(conn, q.cmd, problem('E_EMPTY_SERVICE', PMI_RC.ERR_INVALID_ARG, 'empty_service', `${q.cmd} with an empty service= name`), out, false);
+    }
+    switch (q.cmd) {
+      case 'publish_name':
+        if (q.port === '') {
+          return this.answerFailure(conn, q.cmd, problem('E_EMPTY_PORT', PMI_RC.ERR_INVALID_ARG, 'empty_port', `publish_name of service ${q.service} with an empty port= (lookup_name could not return it to MPICH >= 4.1 clients)`), out, false);
+        }
+        if (UNSAFE_VALUE.test(q.port)) {
+          return this.answerFailure(conn, q.cmd, problem('E_PORT_HAS_CONTROL', PMI_RC.ERR_INVALID_ARG, 'port_contains_a_control_character', 'a published port cannot contain CR, LF or NUL (lookup_name could not return it)'), out, false);
+        }
+        if (!this.names.has(q.service) && this.names.size >= this.limits.maxNames) {
+          const max = this.limits.maxNames;
+          return this.answerFailure(conn, q.cmd, problem('E_NAMES_FULL', PMI_RC.ERR_NOMEM, `name_service_full_${max}_services`, `the name service holds ${max} services, its limit; publish_name of ${q.service} refused (unpublish some, or raise it with --max-names)`), out);
+        }
+        if (this.names.publish(q.service, q.port)) return this.reply(conn, { cmd: 'publish_result', rc: 0 }, out);
+        return this.answerFailure(conn, q.cmd, problem('E_SERVICE_EXISTS', 1, `service_${q.service}_already_published`, `service ${q.service} is already published`), out, false);
+      case 'unpublish_name':
+        if (this.names.unpublish(q.service)) return this.reply(conn, { cmd: 'unpublish_result', rc: 0 }, out);
+        return this.answerFailure(conn, q.cmd, problem('E_SERVICE_NOT_FOUND', 1, 'service_not_found', `service ${q.service} is not published`), out, false);
+      case 'lookup_name': {
+        const port = this.names.lookup(q.service);
+        if (port !== undefined) return this.reply(conn, { cmd: 'lookup_result', rc: 0, port }, out);
+        return this.answerFailure(conn, q.cmd, problem('E_SERVICE_NOT_FOUND', 1, 'service_not_found', `service ${q.service} is not published`), out, false);
+      }
+    }
   }
 
   // ---- barrier, finalize, abort ---------------------------------------------------------------------------
@@ -490,7 +539,7 @@ export class ServerEngine {
     const step = conn.spawn.push(line);
     if (step.kind === 'more') return;
     if (step.kind === 'error') {
-      return this.badLine(conn, problem('E_BAD_SPAWN', PMI_RC.FAIL, 'malformed_spawn_request', step.detail), 'spawn_result', out);
+      return this.badLine(conn, problem('E_BAD_SPAWN', PMI_RC.FAIL, step.msg, step.detail), 'spawn_result', out);
     }
     conn.strikes = 0; // a complete, well-formed spawn request is not garbage
     // A defined "no": pmibridge runs a fixed-size job (as flux's server does).

@@ -13,6 +13,14 @@ export class NameService {
     return this.services.delete(service);
   }
 
+  get size(): number {
+    return this.services.size;
+  }
+
+  has(service: string): boolean {
+    return this.services.has(service);
+  }
+
   lookup(service: string): string | undefined {
     return this.services.get(service);
   }

@@ -15,6 +15,8 @@ export interface ConnectionFacts {
   readonly uid?: number;
   /** A description of the peer for logs (address, pid…). */
   readonly peer?: string;
+  /** A TCP peer on another host, whose uid could not be checked (logged at info). */
+  readonly remote?: boolean;
 }
 
 export interface JobStatus {

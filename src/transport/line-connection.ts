@@ -2,9 +2,12 @@
  * A stream socket carrying PMI-1 lines: framing, latin1 bytes, backpressure, orderly close.
  *
  * Backpressure: when our replies are not being read (the peer's receive buffer and our write
- * queue are full) we stop reading the peer's requests until the queue drains. A lock-step client
- * cannot then make us buffer more than one window of replies, and a flooding one is simply slowed.
- * Memory per connection stays bounded by the framer's line limit plus the write high-water mark.
+ * queue are full) we stop reading the peer's requests until the queue drains. The check is made
+ * after every line, not after every read: one 64 KiB read of small requests can ask for megabytes
+ * of replies (2 MiB for `get`s of 1 KiB values), so once the queue (plus the replies batched so
+ * far) reaches the socket's high-water mark, the rest of that read's lines are kept, unhandled,
+ * until 'drain'. A pipelining client that never reads thus costs at most one read of lines, the
+ * framer's partial line, and the high-water mark plus one reply; a flooding one is simply slowed.
  *
  * This is every request's path in the server and the relay, so it is kept lean:
  * - Batching: the replies to the lines of one chunk of input go out in one socket write, after the
@@ -16,6 +19,7 @@
  */
 import type { Socket } from 'node:net';
 import { LineFramer, type Framed } from '../protocol/line-framer.js';
+import { destroyAfterEnd } from './close-soon.js';
 
 export interface LineConnectionHandlers {
   onInput(input: Framed): void;
@@ -42,6 +46,9 @@ export class LineConnection {
   private shared = false;
   /** Still to switch to the shared buffer, once the stream's buffered bytes are delivered. */
   private switchPending: boolean;
+  /** Lines of a read not handled yet because the write queue was full; handled on 'drain'. */
+  private held: Framed[] = [];
+  private heldFrom = 0;
 
   constructor(
     readonly socket: Socket,
@@ -57,7 +64,7 @@ export class LineConnection {
     });
     this.switchPending = opts.reads !== 'stream';
     if (this.switchPending) this.useSharedBuffer();
-    socket.on('drain', () => socket.resume());
+    socket.on('drain', () => this.onDrain());
     socket.on('end', () => {
       // Half-close from the peer: nothing more will come; close our side after pending writes.
       this.finish('peer closed the connection');
@@ -86,12 +93,23 @@ export class LineConnection {
     else this.write(data);
   }
 
-  /** Flush what was sent, then close. */
-  end(): void {
-    if (this.ending || this.socket.destroyed) return;
+  /**
+   * Flush what was sent, then close: half-close at once, and release the socket soon after what
+   * we wrote reached the kernel, whether or not the peer closes its end (close-soon.ts);
+   * `graceMs` 0 for a peer we are throwing out, which need not be given time to close first.
+   */
+  end(graceMs?: number): void {
+    if (this.socket.destroyed) return;
+    if (this.ending) {
+      if (graceMs !== undefined) destroyAfterEnd(this.socket, graceMs); // sooner than first asked
+      return;
+    }
     this.flush();
     this.ending = true;
+    this.held = [];
+    this.heldFrom = 0;
     this.socket.end();
+    destroyAfterEnd(this.socket, graceMs);
   }
 
   destroy(): void {
@@ -111,16 +129,56 @@ export class LineConnection {
 
   /** One chunk of input: `chunk`'s first `n` bytes, valid only during this call (the framer copies). */
   private onData(chunk: Buffer, n: number = chunk.length): void {
+    const frames = this.framer.push(chunk, n);
+    if (this.heldFrom < this.held.length) {
+      // Only a read that was already under way when we paused can land here: keep the order.
+      this.held.push(...frames);
+      return;
+    }
+    this.handle(frames, 0);
+  }
+
+  /** The write queue drained: handle the lines held back, then read again unless it filled up again. */
+  private onDrain(): void {
+    if (this.heldFrom < this.held.length) {
+      const frames = this.held;
+      const from = this.heldFrom;
+      this.held = [];
+      this.heldFrom = 0;
+      this.handle(frames, from);
+    }
+    if (this.heldFrom >= this.held.length && !this.socket.writableNeedDrain) this.socket.resume();
+  }
+
+  /**
+   * Handle frames[from…], batching their replies. Whenever the batch plus the socket's queue
+   * reach the high-water mark the batch is written; if the kernel did not take it all (write()
+   * said false: 'drain' will come) the rest of the frames are held and reading stops.
+   */
+  private handle(frames: Framed[], from: number): void {
     this.batch = '';
     try {
-      for (const f of this.framer.push(chunk, n)) {
-        if (this.closed) return;
-        this.handlers.onInput(f);
+      for (let i = from; i < frames.length; i++) {
+        if (this.closed || this.ending) return; // what is left is never answered: drop it
+        this.handlers.onInput(frames[i] as Framed);
+        if (i + 1 < frames.length && this.overHighWater()) {
+          this.flush();
+          if (!this.socket.writableNeedDrain || this.closed || this.socket.destroyed) continue;
+          this.held = frames;
+          this.heldFrom = i + 1;
+          this.socket.pause(); // resumed by onDrain once the held lines are handled
+          return;
+        }
       }
     } finally {
       this.flush();
       this.batch = null;
     }
+  }
+
+  /** Replies batched so far plus the socket's queue reach its high-water mark. */
+  private overHighWater(): boolean {
+    return (this.batch?.length ?? 0) + this.socket.writableLength >= this.socket.writableHighWaterMark;
   }
 
   /** Write what the current chunk's handling sent so far. */

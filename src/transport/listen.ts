@@ -15,14 +15,17 @@ import { mkdtempSync, mkdirSync, lstatSync, unlinkSync, rmSync } from 'node:fs';
 import { createServer, type Server, type Socket, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { formatAddress, isLoopbackHost, type PmiAddress } from '../protocol/address.js';
-import { tcpPeerUid } from './tcp-peer-uid.js';
+import { formatAddress, type PmiAddress } from '../protocol/address.js';
+import { destroyAfterEnd } from './close-soon.js';
+import { tcpPeerIdentity, tcpPeerUid } from './tcp-peer-uid.js';
 
 export interface AcceptedPeer {
   readonly transport: 'tcp' | 'unix';
   readonly uid?: number;
   readonly pid?: number;
   readonly peer: string;
+  /** A TCP peer on another host: no uid can be checked (admitted; the host logs it). */
+  readonly remote?: boolean;
 }
 
 export interface ListenOptions {
@@ -85,22 +88,34 @@ function admit(socket: Socket, peer: AcceptedPeer, opts: ListenOptions): void {
   }
   const reason = peer.uid === undefined ? 'the peer uid could not be determined' : `uid ${peer.uid} is not allowed (server uid ${myUid}; admit it with --allow-uid ${peer.uid})`;
   opts.onRefused?.(peer, reason);
+  refuseSocket(socket, `cmd=error rc=-1 msg=${peer.uid === undefined ? 'peer_uid_unknown' : `uid_${peer.uid}_not_allowed`}\n`);
+}
+
+/**
+ * Tell a refused peer why, then close the connection entirely as soon as the line is written: a
+ * peer that keeps its end open must not keep one of our descriptors too. What it sends meanwhile
+ * is read and dropped (unread input would turn our close into a reset that may lose the line).
+ */
+export function refuseSocket(socket: Socket, line: string): void {
   socket.on('error', () => socket.destroy());
-  socket.end(`cmd=error rc=-1 msg=${peer.uid === undefined ? 'peer_uid_unknown' : `uid_${peer.uid}_not_allowed`}\n`);
+  socket.on('data', () => undefined);
+  socket.end(line);
+  destroyAfterEnd(socket, 0);
 }
 
 async function listenTcp(addr: Extract<PmiAddress, { kind: 'tcp' }>, opts: ListenOptions): Promise<Listener> {
   const server = createServer({ noDelay: true }, (socket) => {
     socket.setNoDelay(true);
     const peer = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`;
-    // A loopback peer is a process of this machine: its uid is in /proc/net/tcp. A remote peer
-    // cannot be identified (binding a non-loopback address is an explicit, warned-about choice).
-    if (!isLoopbackHost((socket.remoteAddress ?? '').replace(/^::ffff:/i, ''))) {
-      opts.onConnection(socket, { transport: 'tcp', peer });
+    // A process of this machine — through loopback or through any other address of ours — is
+    // checked by uid. A remote peer cannot be identified (binding a non-loopback address is an
+    // explicit, warned-about choice); it is admitted and marked, and the host logs it.
+    const who = tcpPeerIdentity(socket);
+    if (who.remote) {
+      opts.onConnection(socket, { transport: 'tcp', peer, remote: true });
       return;
     }
-    const uid = tcpPeerUid(socket);
-    admit(socket, { transport: 'tcp', peer: `${peer}${uid !== undefined ? ` uid ${uid}` : ''}`, ...(uid !== undefined ? { uid } : {}) }, opts);
+    admit(socket, { transport: 'tcp', peer: `${peer}${who.uid !== undefined ? ` uid ${who.uid}` : ''}`, ...(who.uid !== undefined ? { uid: who.uid } : {}) }, opts);
   });
   server.on('error', (err) => opts.onError?.(err));
   await bind(server, { host: addr.host, port: addr.port }, opts.backlog ?? DEFAULT_BACKLOG);

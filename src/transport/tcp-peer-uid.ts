@@ -9,6 +9,8 @@
  */
 import { readFileSync } from 'node:fs';
 import { isIPv4, isIPv6 } from 'node:net';
+import { networkInterfaces } from 'node:os';
+import { isLoopbackHost } from '../protocol/address.js';
 import { tcpSocketUid } from './sock-diag.js';
 
 /** The bytes of an IPv4 or IPv6 address (v4-mapped v6 included). */
@@ -122,4 +124,50 @@ export function tcpPeerUid(sock: SocketEnds, procRoot = '/proc/net'): number | u
     }
   }
   return undefined;
+}
+
+// ---- local or remote --------------------------------------------------------------------------------
+//
+// A process of this host need not connect through loopback: with a listener on 0.0.0.0 it can
+// connect to any address of the host, and its uid must be checked all the same. Its socket is
+// then in this kernel as well, so the lookup above works for it too. Only a peer whose address is
+// not ours (and whose socket the kernel does not know) is remote: admitted, and logged as such.
+
+const unmapped = (a: string) => a.replace(/^::ffff:(?=\d+\.\d+\.\d+\.\d+$)/i, '').replace(/%.*$/, '');
+
+let own: { readonly at: number; readonly set: ReadonlySet<string> } | undefined;
+
+/** This host's addresses (every interface), re-read at most once a second. */
+export function ownAddresses(now = performance.now()): ReadonlySet<string> {
+  if (own && now - own.at < 1000) return own.set;
+  const set = new Set<string>();
+  for (const list of Object.values(networkInterfaces())) for (const a of list ?? []) set.add(unmapped(a.address));
+  own = { at: now, set };
+  return set;
+}
+
+export type PeerIdentity = { readonly remote: false; readonly uid?: number } | { readonly remote: true };
+
+/**
+ * Who is on the other end of an accepted TCP connection: a local process (loopback, or any
+ * address of this host, or a socket the kernel knows) with its uid when it can be read — the
+ * caller refuses a local peer whose uid is unknown — or a remote host.
+ */
+export function tcpPeerIdentity(sock: SocketEnds): PeerIdentity {
+  const ra = unmapped(sock.remoteAddress ?? '');
+  if (isLoopbackHost(ra) || ownAddresses().has(ra)) {
+    const uid = tcpPeerUid(sock);
+    return uid === undefined ? { remote: false } : { remote: false, uid };
+  }
+  // Not an address we know: ask the kernel for the exact socket (a hash lookup, no table scan,
+  // so a flood of remote peers costs little). An address added in the last second is found here.
+  if (sockDiag && sock.localAddress && sock.remotePort !== undefined && sock.localPort !== undefined) {
+    try {
+      const uid = sockDiag(ra, sock.remotePort, unmapped(sock.localAddress), sock.localPort);
+      if (uid !== undefined) return { remote: false, uid };
+    } catch {
+      sockDiag = undefined;
+    }
+  }
+  return { remote: true };
 }
