@@ -31,6 +31,14 @@ export interface RelayHostOptions {
 
 const TICK_MS = 1000;
 
+function unreadOf(socket: Socket): number | undefined {
+  try {
+    return unreadBytes(socket);
+  } catch {
+    return undefined; // no koffi / ioctl here: cannot tell
+  }
+}
+
 export class RelayHost {
   readonly engine: RelayEngine;
   readonly bus: ObserverBus;
@@ -42,6 +50,8 @@ export class RelayHost {
   private readonly maxLine: number;
   private nextClient = 1;
   private fdUsed = false;
+  /** What a client connection we ended had left unread when we released its fd (close-soon.ts). */
+  private readonly unreadAtRelease = new Map<ClientId, number | undefined>();
   /** Drives the engine's `tick` (replies not yet known received; stalled clients). */
   private readonly ticker: NodeJS.Timeout;
 
@@ -70,11 +80,8 @@ export class RelayHost {
   private unread(client: ClientId): number | undefined {
     const conn = this.clients.get(client);
     if (!conn || conn.closeError) return undefined;
-    try {
-      return unreadBytes(conn.socket);
-    } catch {
-      return undefined; // no koffi / ioctl here: cannot tell
-    }
+    if (conn.socket.destroyed) return this.unreadAtRelease.get(client);
+    return unreadOf(conn.socket);
   }
 
   async listen(address: PmiAddress | 'private-unix' | { readonly fd: number }): Promise<Listener> {
@@ -105,7 +112,9 @@ export class RelayHost {
         // Reported before the connection is forgotten: the engine asks what it left unread.
         this.step({ kind: 'client-close', client: id, reason });
         this.clients.delete(id);
+        this.unreadAtRelease.delete(id);
       },
+      beforeRelease: () => this.unreadAtRelease.set(id, unreadOf(socket)),
     });
     this.clients.set(id, conn);
     this.step({ kind: 'client-connect', client: id, facts });

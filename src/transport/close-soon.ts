@@ -18,11 +18,14 @@ export const CLOSE_GRACE_MS = 1000;
 /** Destroy by then even if what we wrote was never taken (a peer that does not read). */
 export const CLOSE_MAX_MS = 10_000;
 
-export function destroyAfterEnd(socket: Socket, graceMs = CLOSE_GRACE_MS, maxMs = CLOSE_MAX_MS): void {
+/** `beforeDestroy`: last look at the socket while its fd is open (what the peer left unread). */
+export function destroyAfterEnd(socket: Socket, graceMs = CLOSE_GRACE_MS, maxMs = CLOSE_MAX_MS, beforeDestroy?: () => void): void {
   if (socket.destroyed) return;
   const destroy = () => {
     clearTimeout(hard);
-    if (!socket.destroyed) socket.destroy();
+    if (socket.destroyed) return;
+    beforeDestroy?.();
+    socket.destroy();
   };
   const hard = setTimeout(destroy, maxMs);
   hard.unref();

@@ -25,6 +25,8 @@ export interface LineConnectionHandlers {
   onInput(input: Framed): void;
   /** Called once, when the socket is gone for whatever reason. */
   onClose(reason: string): void;
+  /** Called when we release a connection we ended (close-soon.ts), just before its fd closes. */
+  beforeRelease?: () => void;
 }
 
 export interface LineConnectionOptions {
@@ -101,7 +103,7 @@ export class LineConnection {
   end(graceMs?: number): void {
     if (this.socket.destroyed) return;
     if (this.ending) {
-      if (graceMs !== undefined) destroyAfterEnd(this.socket, graceMs); // sooner than first asked
+      if (graceMs !== undefined) destroyAfterEnd(this.socket, graceMs, undefined, this.handlers.beforeRelease); // sooner than first asked
       return;
     }
     this.flush();
@@ -109,7 +111,7 @@ export class LineConnection {
     this.held = [];
     this.heldFrom = 0;
     this.socket.end();
-    destroyAfterEnd(this.socket, graceMs);
+    destroyAfterEnd(this.socket, graceMs, undefined, this.handlers.beforeRelease);
   }
 
   destroy(): void {
