@@ -6,7 +6,7 @@ import t, { type Test } from 'tap';
 import { WebSocket } from 'ws';
 import { chmodSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { connect, createServer, type Socket } from 'node:net';
-import { tmpdir } from 'node:os';
+import { hostname, networkInterfaces, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { envWithPmibridge, exitOf, runCli, runCommand, startCli, until, waitForLine } from './fixtures/cli.js';
 import { OTHER_USER, otherUid, otherUserMissing } from './fixtures/other-user.js';
@@ -441,5 +441,19 @@ t.test('the tap holds a bounded number of connections, and none that never finis
   t.ok(answers.every((a) => a === '' || /^HTTP\/1\.1 408 /.test(a)), 'unanswered, or told 408');
   t.equal((await rawHttp(s.tapPort, getRequest('/metrics', ['Host: 127.0.0.1']))).status, 200, 'then the tap serves again');
   t.equal((await rank(s.port, 0, ['info'])).code, 0, 'and the job ran');
+  t.equal((await exitOf(s.child)).code, 0);
+});
+
+t.test('Host on a tap bound to every address: the machine\'s own names and addresses', async (t) => {
+  const s = await startTapped(t, ['serve', '-n', '1', '--tap', 'ws://0.0.0.0:0', '--metrics-public']);
+  const status = async (host: string) => (await rawHttp(s.tapPort, getRequest('/metrics', [`Host: ${host}`]))).status;
+  const addresses = Object.values(networkInterfaces())
+    .flat()
+    .filter((a) => a !== undefined && !a.address.includes('%'))
+    .map((a) => (a?.family === 'IPv6' ? `[${a.address}]` : (a?.address ?? '')));
+  for (const host of ['0.0.0.0', hostname(), ...addresses]) t.equal(await status(`${host}:${s.tapPort}`), 200, `Host ${host}: 200`);
+  t.equal(await status(`evil.example:${s.tapPort}`), 421, 'another name: 421');
+  t.equal(await status(`192.0.2.254:${s.tapPort}`), 421, 'an address not of this machine: 421');
+  t.equal((await rank(s.port, 0, ['info'])).code, 0);
   t.equal((await exitOf(s.child)).code, 0);
 });
