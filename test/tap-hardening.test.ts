@@ -13,7 +13,8 @@ import { OTHER_USER, otherUid, otherUserMissing } from './fixtures/other-user.js
 import { getRequest, rawHttp, startTapped, upgradeRequest, watch, within, type Tapped } from './fixtures/tap.js';
 import { ObserverBus, type BusEvent } from '../src/host/bus.js';
 import { TapServer } from '../src/tap/tap-server.js';
-import { MAX_PENDING_REQUESTS, redactText, redactValues, TapRecorder } from '../src/tap/event.js';
+import { MAX_PENDING_REQUESTS, redactText, redactValues, TapRecorder, type TapEvent } from '../src/tap/event.js';
+import { MAX_COUNTED_KEYS, TapState } from '../src/tap/state.js';
 
 /** A rank as pmibridge's own client. */
 const rank = (port: string, id: number, args: readonly string[]) => runCli(['pmi', ...args], { env: envWithPmibridge({ PMI_PORT: port, PMI_ID: String(id) }), timeoutMs: 60_000 });
@@ -456,4 +457,19 @@ t.test('Host on a tap bound to every address: the machine\'s own names and addre
   t.equal(await status(`192.0.2.254:${s.tapPort}`), 421, 'an address not of this machine: 421');
   t.equal((await rank(s.port, 0, ['info'])).code, 0);
   t.equal((await exitOf(s.child)).code, 0);
+});
+
+t.test('the snapshot counts KVS keys of ranks only, and holds a bounded number of them', async (t) => {
+  const rec = new TapRecorder('job', 'server', false);
+  const state = new TapState();
+  const put = (key: string, o: { conn: number; rank?: number }) => {
+    const ev = rec.record({ type: 'line', leg: 'client->server', line: `cmd=put kvsname=job key=${key} value=1`, ...o });
+    if (ev) state.apply(ev);
+  };
+  for (let i = 0; i < 1000; i++) put(`junk${i}`, { conn: 1 });
+  t.equal(state.snapshot().kvsKeys, 0, 'puts of a connection that is no rank (refused) are not keys');
+  for (let i = 0; i < MAX_COUNTED_KEYS + 1000; i++) put(`k${i}`, { conn: 2, rank: 0 });
+  t.equal(state.snapshot().kvsKeys, MAX_COUNTED_KEYS, `at most ${MAX_COUNTED_KEYS} distinct keys are remembered (barrier-complete gives the exact count)`);
+  state.apply({ ...(rec.record({ type: 'engine', event: { type: 'barrier-complete', epoch: 1, committed: 1, keys: 100_000 } }) as TapEvent) });
+  t.equal(state.snapshot().kvsKeys, 100_000, 'the server\'s count wins once a barrier completed');
 });
