@@ -455,6 +455,9 @@ t.test('Host on a tap bound to every address: the machine\'s own names and addre
   for (const host of ['0.0.0.0', hostname(), ...addresses]) t.equal(await status(`${host}:${s.tapPort}`), 200, `Host ${host}: 200`);
   t.equal(await status(`evil.example:${s.tapPort}`), 421, 'another name: 421');
   t.equal(await status(`192.0.2.254:${s.tapPort}`), 421, 'an address not of this machine: 421');
+  const viewer = await runCli(['tap', `ws://127.0.0.2:${s.tapPort}`, '--token', s.token], { timeoutMs: 15_000 });
+  t.equal(viewer.code, 1, 'pmibridge tap by an address the tap does not answer to: exit 1');
+  t.match(viewer.stderr, 'refused: HTTP 421 (the tap answers only to its own addresses: use the one it printed, 127.0.0.1 or localhost)', 'saying what to do');
   t.equal((await rank(s.port, 0, ['info'])).code, 0);
   t.equal((await exitOf(s.child)).code, 0);
 });
