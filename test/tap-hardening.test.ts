@@ -3,16 +3,18 @@
 // /metrics with label values of their choosing; --tap-redact values hides every value in every
 // event; the token file must be ours; Host and Origin guard against DNS rebinding.
 import t, { type Test } from 'tap';
+import { WebSocket } from 'ws';
 import { chmodSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { connect, createServer, type Socket } from 'node:net';
-import { tmpdir } from 'node:os';
+import { hostname, networkInterfaces, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { envWithPmibridge, exitOf, runCli, runCommand, startCli, until, waitForLine } from './fixtures/cli.js';
 import { OTHER_USER, otherUid, otherUserMissing } from './fixtures/other-user.js';
-import { getRequest, rawHttp, startTapped, upgradeRequest, watch, type Tapped } from './fixtures/tap.js';
+import { getRequest, rawHttp, startTapped, upgradeRequest, watch, within, type Tapped } from './fixtures/tap.js';
 import { ObserverBus, type BusEvent } from '../src/host/bus.js';
 import { TapServer } from '../src/tap/tap-server.js';
-import { MAX_PENDING_REQUESTS, redactText, redactValues, TapRecorder } from '../src/tap/event.js';
+import { MAX_PENDING_REQUESTS, redactText, redactValues, TapRecorder, type TapEvent } from '../src/tap/event.js';
+import { MAX_COUNTED_KEYS, TapState } from '../src/tap/state.js';
 
 /** A rank as pmibridge's own client. */
 const rank = (port: string, id: number, args: readonly string[]) => runCli(['pmi', ...args], { env: envWithPmibridge({ PMI_PORT: port, PMI_ID: String(id) }), timeoutMs: 60_000 });
@@ -155,6 +157,32 @@ t.test('a failure while answering a request is caught where requests enter: 500,
   t.equal(cut.status, 101, 'the upgrade itself succeeded');
   t.match(errors.at(-1), /boom after the upgrade/, 'the failure after it is logged');
   internals.recorder.hello = hello;
+
+  // a throw while sending a loop turn's events to a (batch) observer, outside any request
+  const w = watch(t, tap.url, 'a-token-of-sixteen-chars');
+  await within(w.ready, 'hello and snapshot');
+  const observers = (tap as unknown as { observers: Set<{ ws: { send: (m: string) => void } }> }).observers;
+  for (const o of observers) {
+    o.ws.send = () => {
+      throw new Error('boom while sending');
+    };
+  }
+  const batch = new WebSocket(`${tap.url}/tap?batch=1`, { headers: { authorization: 'Bearer a-token-of-sixteen-chars' } });
+  t.teardown(() => batch.terminate());
+  const batchClosed = new Promise<number>((resolve) => batch.on('close', resolve));
+  batch.on('error', () => undefined);
+  await within(new Promise((resolve) => batch.once('message', resolve)), 'the batch observer\'s hello');
+  for (const o of observers) {
+    if (!(Object.hasOwn(o.ws, 'send'))) {
+      o.ws.send = () => {
+        throw new Error('boom while sending a batch');
+      };
+    }
+  }
+  bus.emit({ type: 'listening', pmiPort: 'x' });
+  t.equal(await within(w.closed, 'the observer to be cut off'), 1006, 'an observer that cannot be written to is cut off');
+  t.equal(await within(batchClosed, 'the batch observer to be cut off'), 1006, 'a batch observer too');
+  t.ok(errors.some((e) => /boom while sending a batch/.test(e)), 'logged');
 
   t.equal((await rawHttp(port, getRequest('/metrics', auth))).status, 200, 'then /metrics is served as usual');
   t.equal((await rawHttp(port, upgradeRequest('/tap', auth))).status, 101, 'and observers are admitted');
@@ -302,7 +330,7 @@ t.test('--tap-redact values: no value in any event, free-text messages and CR-te
   const proxy = await gatedProxy(t, join(dir, 'up.sock'), upstream ?? '');
   const r = await startTapped(t, ['relay', '--upstream', `unix://${join(dir, 'up.sock')}`, '--listen', 'tcp://127.0.0.1:0', '--sessions', '1', '--hold', '1m', '--tap', 'ws://127.0.0.1:0', '--tap-redact', 'values']);
   const w = watch(t, r.url, r.token);
-  await w.ready;
+  await within(w.ready, 'hello and snapshot');
   const secret = `TopSecret${process.pid}`;
 
   // the first client puts (a value ending in CR, which the server refuses) and leaves before the
@@ -327,7 +355,7 @@ t.test('--tap-redact values: no value in any event, free-text messages and CR-te
   t.same(await b.ask('cmd=finalize'), ['cmd=finalize_ack rc=0']);
   t.equal((await exitOf(r.child)).code, 0, 'the relay ends normally');
   t.equal((await exitOf(server)).code, 0);
-  await w.closed;
+  await within(w.closed, 'the observer to be closed at the end');
 
   const dropped = w.events.find((e) => e.event === 'protocol-error' && /dropped the reply kept for/.test(String(e['message'])));
   t.ok(dropped, 'the relay reported the dropped reply');
@@ -386,4 +414,65 @@ t.test('--tap-token-file: a file of another user, or not a regular file, is refu
   const r = await runCli(['serve', '-n', '1', '--tap', 'ws://127.0.0.1:0', '--tap-token-file', file], { timeoutMs: 15_000 });
   t.equal(r.code, 1, 'a FIFO: refused, without waiting for a writer');
   t.match(r.stderr, `${file} is not a regular file`);
+});
+
+/** A raw TCP connection to the tap; resolves when the server closes it (with what it sent). */
+function holdOpen(port: number, send: string): { socket: Socket; closed: Promise<string> } {
+  const socket = connect(port, '127.0.0.1');
+  let got = '';
+  socket.setEncoding('latin1');
+  socket.on('data', (d: string) => (got += d));
+  socket.on('error', () => undefined);
+  socket.on('connect', () => void socket.write(send, 'latin1'));
+  return { socket, closed: new Promise((resolve) => socket.on('close', () => resolve(got))) };
+}
+
+t.test('the tap holds a bounded number of connections, and none that never finishes its request', async (t) => {
+  const s = await startTapped(t, ['serve', '-n', '1', '--tap', 'ws://127.0.0.1:0', '--metrics-public'], { env: envWithPmibridge({ PMIBRIDGE_TAP_MAX_CONNECTIONS: '8' }) });
+  const idle = Array.from({ length: 8 }, () => holdOpen(s.tapPort, 'GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n')); // headers never finished
+  t.teardown(() => idle.forEach((c) => c.socket.destroy()));
+  await until('the 8 connections to be open', () => idle.every((c) => c.socket.readyState === 'open'));
+  await new Promise((resolve) => setTimeout(resolve, 200)); // let the tap accept them
+  const ninth = await rawHttp(s.tapPort, getRequest('/metrics', ['Host: 127.0.0.1']));
+  t.equal(ninth.status, 0, 'past the limit a connection is closed at once, unanswered');
+  await until('the refusal to be logged', () => /tap: closed a new connection: 8 connections are open, the most the tap takes/.test(s.out.stderr));
+  const t0 = performance.now();
+  const answers = await Promise.all(idle.map((c) => c.closed));
+  t.ok(performance.now() - t0 < 40_000, 'connections that never finish their request headers are closed (does not hang)');
+  t.ok(answers.every((a) => a === '' || /^HTTP\/1\.1 408 /.test(a)), 'unanswered, or told 408');
+  t.equal((await rawHttp(s.tapPort, getRequest('/metrics', ['Host: 127.0.0.1']))).status, 200, 'then the tap serves again');
+  t.equal((await rank(s.port, 0, ['info'])).code, 0, 'and the job ran');
+  t.equal((await exitOf(s.child)).code, 0);
+});
+
+t.test('Host on a tap bound to every address: the machine\'s own names and addresses', async (t) => {
+  const s = await startTapped(t, ['serve', '-n', '1', '--tap', 'ws://0.0.0.0:0', '--metrics-public']);
+  const status = async (host: string) => (await rawHttp(s.tapPort, getRequest('/metrics', [`Host: ${host}`]))).status;
+  const addresses = Object.values(networkInterfaces())
+    .flat()
+    .filter((a) => a !== undefined && !a.address.includes('%'))
+    .map((a) => (a?.family === 'IPv6' ? `[${a.address}]` : (a?.address ?? '')));
+  for (const host of ['0.0.0.0', hostname(), ...addresses]) t.equal(await status(`${host}:${s.tapPort}`), 200, `Host ${host}: 200`);
+  t.equal(await status(`evil.example:${s.tapPort}`), 421, 'another name: 421');
+  t.equal(await status(`192.0.2.254:${s.tapPort}`), 421, 'an address not of this machine: 421');
+  const viewer = await runCli(['tap', `ws://127.0.0.2:${s.tapPort}`, '--token', s.token], { timeoutMs: 15_000 });
+  t.equal(viewer.code, 1, 'pmibridge tap by an address the tap does not answer to: exit 1');
+  t.match(viewer.stderr, 'refused: HTTP 421 (the tap answers only to its own addresses: use the one it printed, 127.0.0.1 or localhost)', 'saying what to do');
+  t.equal((await rank(s.port, 0, ['info'])).code, 0);
+  t.equal((await exitOf(s.child)).code, 0);
+});
+
+t.test('the snapshot counts KVS keys of ranks only, and holds a bounded number of them', async (t) => {
+  const rec = new TapRecorder('job', 'server', false);
+  const state = new TapState();
+  const put = (key: string, o: { conn: number; rank?: number }) => {
+    const ev = rec.record({ type: 'line', leg: 'client->server', line: `cmd=put kvsname=job key=${key} value=1`, ...o });
+    if (ev) state.apply(ev);
+  };
+  for (let i = 0; i < 1000; i++) put(`junk${i}`, { conn: 1 });
+  t.equal(state.snapshot().kvsKeys, 0, 'puts of a connection that is no rank (refused) are not keys');
+  for (let i = 0; i < MAX_COUNTED_KEYS + 1000; i++) put(`k${i}`, { conn: 2, rank: 0 });
+  t.equal(state.snapshot().kvsKeys, MAX_COUNTED_KEYS, `at most ${MAX_COUNTED_KEYS} distinct keys are remembered (barrier-complete gives the exact count)`);
+  state.apply({ ...(rec.record({ type: 'engine', event: { type: 'barrier-complete', epoch: 1, committed: 1, keys: 100_000 } }) as TapEvent) });
+  t.equal(state.snapshot().kvsKeys, 100_000, 'the server\'s count wins once a barrier completed');
 });

@@ -5,7 +5,7 @@ import { stringOption, UsageError, type OptionSpec, type ParsedValues } from './
 
 export const TAP_OPTIONS: Readonly<Record<string, OptionSpec>> = {
   tap: { type: 'string', arg: 'URL', help: 'stream all PMI traffic to observers: ws://127.0.0.1:PORT (0 = any free port) or a Unix socket path; also serves the web monitor at / and /metrics' },
-  'tap-token-file': { type: 'string', arg: 'FILE', help: 'read the tap token from FILE (created with a fresh token, mode 0600, when missing); default: a new token, printed' },
+  'tap-token-file': { type: 'string', arg: 'FILE', help: 'read the tap token from FILE, which must be yours alone (owned by this uid, mode 0600; created with a fresh token when missing); default: a new token, printed' },
   'tap-redact': { type: 'string', arg: 'values', help: 'hide KVS values from observers' },
   'metrics-public': { type: 'boolean', help: 'serve /metrics without the token' },
 };

@@ -26,6 +26,13 @@ export const spec: CommandSpec = {
   examples: ['pmibridge tap ws://127.0.0.1:7777 --token-file ~/.pmibridge-tap --rank 3', 'pmibridge tap ws://127.0.0.1:7777 --token "$T" --json | jq .'],
 };
 
+/** What a refusal of the tap means for whoever runs `pmibridge tap` (it sends no Origin). */
+const REFUSALS: Readonly<Record<number, string>> = {
+  401: ' (wrong or missing token)',
+  403: ' (this uid may not observe the job)',
+  421: ' (the tap answers only to its own addresses: use the one it printed, 127.0.0.1 or localhost)',
+};
+
 const COLOURS: Record<string, string> = { 'client->server': '36', 'client->relay': '36', 'relay->upstream': '34', 'upstream->relay': '35', 'server->client': '32', 'relay->client': '32' };
 
 export async function main(argv: string[]): Promise<number> {
@@ -56,7 +63,7 @@ export async function main(argv: string[]): Promise<number> {
   return new Promise<number>((resolve) => {
     const ws = new WebSocket(url, { headers: { authorization: `Bearer ${token}` }, maxPayload: 64 * 1024 * 1024 });
     ws.on('unexpected-response', (_req, res) => {
-      process.stderr.write(`pmibridge tap: refused: HTTP ${res.statusCode}${res.statusCode === 401 ? ' (wrong or missing token)' : res.statusCode === 403 ? ' (this uid may not observe the job)' : ''}\n`);
+      process.stderr.write(`pmibridge tap: refused: HTTP ${res.statusCode}${REFUSALS[res.statusCode ?? 0] ?? ''}\n`);
       resolve(EXIT.FAILURE);
     });
     ws.on('error', (err: NodeJS.ErrnoException) => {

@@ -21,6 +21,13 @@ export interface TapSnapshot {
   readonly finished: unknown;
 }
 
+/**
+ * Distinct keys of live puts remembered for the KVS count between barriers (a relay, which never
+ * sees the upstream's count, has only these). Past it the count stops growing; a completed
+ * barrier's count (the server's own) replaces it.
+ */
+export const MAX_COUNTED_KEYS = 65_536;
+
 const STATE_OF: Readonly<Record<string, string>> = {
   bound: 'connected',
   initialized: 'initialized',
@@ -74,7 +81,8 @@ export class TapState {
         if (ev.cmd === 'barrier_in') v.state = 'in-barrier';
       }
       if (v && (ev.leg === 'server->client' || ev.leg === 'relay->client') && ev.cmd === 'barrier_out') v.state = 'initialized';
-      if (ev.cmd === 'put' && ev.attrs['key'] !== undefined && this.putKeys.size < 1_000_000) this.putKeys.add(ev.attrs['key']);
+      // a rank's puts only: a connection that is no rank is refused, its keys stored nowhere
+      if (ev.cmd === 'put' && ev.rank !== undefined && ev.attrs['key'] !== undefined && this.putKeys.size < MAX_COUNTED_KEYS) this.putKeys.add(ev.attrs['key']);
       return;
     }
     if (ev.kind !== 'state') return;

@@ -44,7 +44,15 @@ export interface TapServerOptions {
   readonly highWaterBytes?: number;
   /** Events dropped for one observer before it is disconnected. */
   readonly maxDrops?: number;
+  /** Connections (observers, scrapes, browsers) open at once; a new one past it is closed. */
+  readonly maxConnections?: number;
 }
+
+/** Open connections the tap takes by default: observers, scrapes and browsers together. */
+export const TAP_MAX_CONNECTIONS = 64;
+/** Time a client has to send its request headers (and its whole request), in ms. */
+const HEADERS_TIMEOUT_MS = 10_000;
+const REQUEST_TIMEOUT_MS = 15_000;
 
 interface Observer {
   readonly ws: WebSocket;
@@ -70,7 +78,13 @@ export class TapServer {
   private readonly recorder: TapRecorder;
   private readonly observers = new Set<Observer>();
   private readonly wss = new WebSocketServer({ noServer: true, maxPayload: 4096, perMessageDeflate: false });
-  private readonly http = createServer((req, res) => this.onRequest(req, res));
+  /**
+   * Every connection costs the process a file descriptor, which its PMI listeners need too: they
+   * are bounded (maxConnections) and a client that never finishes its request is closed (408)
+   * after HEADERS_TIMEOUT_MS, checked every second. Upgraded observers are out of these timers.
+   */
+  private readonly http = createServer({ headersTimeout: HEADERS_TIMEOUT_MS, requestTimeout: REQUEST_TIMEOUT_MS, connectionsCheckingInterval: 1000 }, (req, res) => this.onRequest(req, res));
+  private drops = { count: 0, loggedAt: -Infinity };
   private readonly guard: RequestGuard;
   private readonly highWater: number;
   private readonly maxDrops: number;
@@ -90,6 +104,18 @@ export class TapServer {
     this.maxDrops = opts.maxDrops ?? envInt('PMIBRIDGE_TAP_MAX_DROPS') ?? 10_000;
     this.guard = new RequestGuard(opts.listen);
     this.http.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => this.onUpgrade(req, socket, head));
+    // PMIBRIDGE_TAP_MAX_CONNECTIONS: for tests that reach the limit with a few connections
+    this.http.maxConnections = opts.maxConnections ?? envInt('PMIBRIDGE_TAP_MAX_CONNECTIONS') ?? TAP_MAX_CONNECTIONS;
+    this.http.on('drop', () => this.dropped());
+  }
+
+  /** A connection past maxConnections was closed: said in the log, at most every 10 s (a flood is one line). */
+  private dropped(): void {
+    this.drops.count++;
+    const now = performance.now();
+    if (now - this.drops.loggedAt < 10_000) return;
+    this.drops.loggedAt = now;
+    this.opts.bus.emit({ type: 'transport-error', message: `tap: closed a new connection: ${this.http.maxConnections} connections are open, the most the tap takes (${this.drops.count} closed so far); new observers and scrapes are refused until some close` });
   }
 
   async start(): Promise<string> {
@@ -148,25 +174,41 @@ export class TapServer {
     if (this.observers.size === 0) return;
     const msg = JSON.stringify(ev);
     for (const o of this.observers) {
-      if (o.ws.readyState !== WebSocket.OPEN) continue;
-      if (o.ws.bufferedAmount + o.pendingBytes > this.highWater) {
-        o.dropped++;
-        o.unannounced++;
-        this.metrics.observerDrops.inc();
-        if (o.dropped >= this.maxDrops) {
-          o.ws.terminate(); // hopelessly behind: let it reconnect and start from a snapshot
-          this.observers.delete(o);
-          this.metrics.observers.set(this.observers.size);
-        }
-        continue;
+      try {
+        this.offer(o, ev, msg);
+      } catch (err) {
+        this.cutOff(o, err); // that observer only: the others still get the event
       }
-      this.cork(o);
-      if (o.unannounced > 0) {
-        this.deliver(o, JSON.stringify(this.recorder.gap(o.unannounced, ev.seq - 1)));
-        o.unannounced = 0;
-      }
-      this.deliver(o, msg);
     }
+  }
+
+  private offer(o: Observer, ev: TapEvent, msg: string): void {
+    if (o.ws.readyState !== WebSocket.OPEN) return;
+    if (o.ws.bufferedAmount + o.pendingBytes > this.highWater) {
+      o.dropped++;
+      o.unannounced++;
+      this.metrics.observerDrops.inc();
+      if (o.dropped >= this.maxDrops) {
+        o.ws.terminate(); // hopelessly behind: let it reconnect and start from a snapshot
+        this.observers.delete(o);
+        this.metrics.observers.set(this.observers.size);
+      }
+      return;
+    }
+    this.cork(o);
+    if (o.unannounced > 0) {
+      this.deliver(o, JSON.stringify(this.recorder.gap(o.unannounced, ev.seq - 1)));
+      o.unannounced = 0;
+    }
+    this.deliver(o, msg);
+  }
+
+  /** An observer that could not be written to is closed; it may reconnect. */
+  private cutOff(o: Observer, err: unknown): void {
+    this.opts.bus.emit({ type: 'transport-error', message: `tap: closed an observer that could not be written to: ${String(err)}` });
+    o.ws.terminate();
+    this.observers.delete(o);
+    this.metrics.observers.set(this.observers.size);
   }
 
   private deliver(o: Observer, msg: string): void {
@@ -192,10 +234,14 @@ export class TapServer {
   private uncorkAll(): void {
     for (const o of this.corked.splice(0)) {
       o.corked = false;
-      if (o.pending.length > 0 && o.ws.readyState === WebSocket.OPEN) o.ws.send(o.pending.join('\n'));
+      try {
+        if (o.pending.length > 0 && o.ws.readyState === WebSocket.OPEN) o.ws.send(o.pending.join('\n'));
+        o.socket.uncork();
+      } catch (err) {
+        this.cutOff(o, err); // (run from setImmediate: a throw here would be uncaught)
+      }
       o.pending = [];
       o.pendingBytes = 0;
-      o.socket.uncork();
     }
   }
 

@@ -76,7 +76,8 @@
     }
     if (v && REPLY_LEGS.has(ev.leg) && ev.cmd === 'barrier_out') v.state = 'initialized';
     const key = ev.attrs && Object.hasOwn(ev.attrs, 'key') && typeof ev.attrs.key === 'string' ? ev.attrs.key : undefined;
-    if (ev.cmd === 'put' && key !== undefined && job.putKeys.size < 1_000_000) job.putKeys.add(key);
+    // a rank's puts only (others are refused), and a bounded set: as the tap's own snapshot does
+    if (ev.cmd === 'put' && num(ev.rank) !== undefined && key !== undefined && job.putKeys.size < 65_536) job.putKeys.add(key);
   }
 
   function applyStateEvent(ev, tMs) {
