@@ -220,3 +220,34 @@ t.test('serve --listen tcp://0.0.0.0:0 checks the uid of a local process that co
   t.match(remoteLines[0], /"level":30.*10\.77\.0\.2:\d+/, 'at info, with its address');
   t.notMatch(stderr, /10\.77\.0\.1:\d+\)?: a peer on another host/, 'local connections are not called remote');
 });
+
+t.test('serve: the limits are flags, each answered in words', async (t) => {
+  const server = spawn(process.execPath, [cliPath, 'serve', '-n', '1', '--listen', 'tcp://127.0.0.1:0', '--kvs-max-keys', '3', '--max-names', '1', '--identify-timeout', '1s', '--max-connections', '10', '--max-connections-per-peer', '5'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  t.teardown(() => server.kill('SIGKILL'));
+  let stderr = '';
+  server.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+  const [, port] = await waitForLine(server, /^PMI_PORT=127\.0\.0\.1:(\d+)$/);
+  const silent = idle(Number(port));
+  t.equal(await within(silent.closed, 10_000), true, '--identify-timeout 1s: an idle connection is closed');
+  t.equal(silent.text(), 'cmd=error rc=-1 msg=no_initack_or_init_within_1s\n');
+  const c = await PmiClient.connect({ mode: 'port', address: { kind: 'tcp', host: '127.0.0.1', port: Number(port) }, pmiid: 0 }, { timeoutMs: 20_000 });
+  await c.init();
+  await c.put('a', '1');
+  await c.put('b', '2'); // with the preset PMI_process_mapping: 3 keys
+  const full = await c.put('c', '3').then(() => null, (e: { rc?: number; message?: string }) => e);
+  t.equal(full?.rc, 2, '--kvs-max-keys 3: the 4th key is refused rc=2');
+  t.match(full?.message, /kvs_full_3_keys/);
+  await c.request({ cmd: 'publish_name', service: 's1', port: 'p1' } as never);
+  const names = await c.request({ cmd: 'publish_name', service: 's2', port: 'p2' } as never).then(() => null, (e: { rc?: number; message?: string }) => e);
+  t.equal(names?.rc, 2, '--max-names 1: a second service is refused rc=2');
+  await c.barrier();
+  await c.finalize();
+  t.equal((await exitOf(server, 20_000)).code, 0, 'the job completed');
+  t.match(stderr, /sent no valid initack or init within 1s of connecting \(--identify-timeout\)/, 'the timeout is logged');
+  t.match(stderr, /raise it with --kvs-max-keys/);
+  t.match(stderr, /raise it with --max-names/);
+  for (const [flag, value] of [['--identify-timeout', '0'], ['--identify-timeout', 'soon'], ['--kvs-max-keys', '0'], ['--max-connections', 'x']]) {
+    const r = await runCli(['serve', '-n', '1', flag as string, value as string], { timeoutMs: 10_000 });
+    t.equal(r.code, 2, `${flag} ${value}: a usage error (${r.stderr.split('\n')[0]})`);
+  }
+});

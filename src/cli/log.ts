@@ -11,6 +11,7 @@ import type { Level, Logger as PinoLogger } from 'pino';
 import type { BusEvent, ObserverBus } from '../host/bus.js';
 import type { RelayEvent } from '../relay/types.js';
 import { UsageError } from './args.js';
+import { LogThrottle, type ThrottleOptions } from './log-throttle.js';
 
 /** pino's numeric levels (`pino.levels.values`), so that filtering needs no pino. */
 const LEVEL_VALUES: Readonly<Record<string, number>> = { fatal: 60, error: 50, warn: 40, info: 30, debug: 20, trace: 10, silent: Infinity };
@@ -184,15 +185,60 @@ function relayMessage(e: RelayEvent): string {
   }
 }
 
-/** Log every bus event at its level; per-line events only when trace is on. */
-export function logBus(bus: ObserverBus, log: Logger): void {
+/**
+ * The key under which an event about bad input is throttled, and whether per connection; or null
+ * for events that are always written.
+ */
+function throttleKey(ev: BusEvent): { key: string; perConnection: boolean } | null {
+  if (ev.type === 'peer-refused') return { key: ev.uid !== undefined ? `uid ${ev.uid}` : ev.peer.replace(/:\d+$/, ''), perConnection: false };
+  if (ev.type === 'engine') {
+    if (ev.event.type === 'protocol-error' && ev.event.conn >= 0) return { key: `connection ${ev.event.conn}`, perConnection: true };
+    if (ev.event.type === 'refused') return { key: `connection ${ev.event.conn}`, perConnection: false };
+  }
+  if (ev.type === 'relay' && (ev.event.type === 'protocol-error' || ev.event.type === 'refused')) {
+    return { key: ev.event.client !== undefined ? `client ${ev.event.client}` : 'relay', perConnection: false };
+  }
+  return null;
+}
+
+/**
+ * Log every bus event at its level; per-line events only when trace is on. Events about bad input
+ * go through a LogThrottle (log-throttle.ts), so that a peer cannot make us write without bound.
+ */
+export function logBus(bus: ObserverBus, log: Logger, throttleOptions?: ThrottleOptions): void {
+  const throttle = new LogThrottle(throttleOptions);
+  let timer: NodeJS.Timeout | undefined;
+  const writeExtra = (lines: readonly string[]) => {
+    for (const line of lines) log.warn({ event: 'log-throttled' }, line);
+    const until = throttle.pendingUntil;
+    if (until !== null && timer === undefined) {
+      // The count of a window is written when it ends, even if nothing else happens by then.
+      timer = setTimeout(() => {
+        timer = undefined;
+        writeExtra(throttle.flush(performance.now()));
+      }, Math.max(0, until - performance.now()) + 5);
+      timer.unref();
+    }
+  };
   bus.subscribe(
     (ev) => {
+      if (ev.type === 'closed') writeExtra(throttle.closed(`connection ${ev.conn}`, performance.now()));
       const level = levelOf(ev);
       if (!log.isLevelEnabled(level)) return;
-      const { type, ...rest } = ev.type === 'engine' ? ev.event : ev;
-      log[level]({ event: type, ...rest }, messageOf(ev));
+      const message = messageOf(ev);
+      const t = throttleKey(ev);
+      if (t) {
+        const d = throttle.offer(t.key, message, performance.now(), t.perConnection);
+        if (d.write) write(ev, level, message);
+        writeExtra(d.extra);
+        return;
+      }
+      write(ev, level, message);
     },
     { lines: log.isLevelEnabled('trace') },
   );
+  function write(ev: BusEvent, level: Level, message: string): void {
+    const { type, ...rest } = ev.type === 'engine' ? ev.event : ev;
+    log[level]({ event: type, ...rest }, message);
+  }
 }

@@ -5,9 +5,10 @@
  * queue are full) we stop reading the peer's requests until the queue drains. The check is made
  * after every line, not after every read: one 64 KiB read of small requests can ask for megabytes
  * of replies (2 MiB for `get`s of 1 KiB values), so once the queue (plus the replies batched so
- * far) reaches the socket's high-water mark, the rest of that read's lines are kept, unhandled,
- * until 'drain'. A pipelining client that never reads thus costs at most one read of lines, the
- * framer's partial line, and the high-water mark plus one reply; a flooding one is simply slowed.
+ * far) reaches the socket's high-water mark, the rest of that read is kept, unhandled, until
+ * 'drain'. A pipelining client that never reads thus costs at most one read (64 KiB, as bytes),
+ * the framed lines of one 4 KiB slice of it, the framer's partial line, and the high-water mark
+ * plus one reply; a flooding one is simply slowed.
  *
  * This is every request's path in the server and the relay, so it is kept lean:
  * - Batching: the replies to the lines of one chunk of input go out in one socket write, after the
@@ -48,9 +49,13 @@ export class LineConnection {
   private shared = false;
   /** Still to switch to the shared buffer, once the stream's buffered bytes are delivered. */
   private switchPending: boolean;
-  /** Lines of a read not handled yet because the write queue was full; handled on 'drain'. */
-  private held: Framed[] = [];
+  /**
+   * Input not handled yet because the write queue was full, handled on 'drain': the framed lines
+   * of one slice (held[heldFrom…]) and the raw bytes of the rest of the read (a copy).
+   */
+  private held: Framed[] = NO_FRAMES;
   private heldFrom = 0;
+  private heldBytes: Buffer | null = null;
 
   constructor(
     readonly socket: Socket,
@@ -108,8 +113,9 @@ export class LineConnection {
     }
     this.flush();
     this.ending = true;
-    this.held = [];
+    this.held = NO_FRAMES;
     this.heldFrom = 0;
+    this.heldBytes = null;
     this.socket.end();
     destroyAfterEnd(this.socket, graceMs, undefined, this.handlers.beforeRelease);
   }
@@ -131,51 +137,64 @@ export class LineConnection {
 
   /** One chunk of input: `chunk`'s first `n` bytes, valid only during this call (the framer copies). */
   private onData(chunk: Buffer, n: number = chunk.length): void {
-    const frames = this.framer.push(chunk, n);
-    if (this.heldFrom < this.held.length) {
-      // Only a read that was already under way when we paused can land here: keep the order.
-      this.held.push(...frames);
+    if (this.heldFrom < this.held.length || this.heldBytes !== null) {
+      // Only a read already under way when we paused can land here: after what is held, in order.
+      this.heldBytes = Buffer.concat([this.heldBytes ?? Buffer.alloc(0), chunk.subarray(0, n)]);
       return;
     }
-    this.handle(frames, 0);
+    this.pump(chunk, n, false);
   }
 
-  /** The write queue drained: handle the lines held back, then read again unless it filled up again. */
+  /** The write queue drained: handle what was held back, then read again unless it filled up again. */
   private onDrain(): void {
-    if (this.heldFrom < this.held.length) {
-      const frames = this.held;
-      const from = this.heldFrom;
-      this.held = [];
-      this.heldFrom = 0;
-      this.handle(frames, from);
+    if (this.heldFrom < this.held.length || this.heldBytes !== null) {
+      const bytes = this.heldBytes;
+      this.heldBytes = null;
+      this.pump(bytes, bytes?.length ?? 0, true);
     }
-    if (this.heldFrom >= this.held.length && !this.socket.writableNeedDrain) this.socket.resume();
+    if (this.heldFrom >= this.held.length && this.heldBytes === null && !this.socket.writableNeedDrain) this.socket.resume();
   }
 
   /**
-   * Handle frames[from…], batching their replies. Whenever the batch plus the socket's queue
-   * reach the high-water mark the batch is written; if the kernel did not take it all (write()
-   * said false: 'drain' will come) the rest of the frames are held and reading stops.
+   * Handle the held lines, then buf[0, end) a slice at a time, batching the replies. Whenever the
+   * batch plus the socket's queue reach the high-water mark the batch is written; if the kernel
+   * did not take it all (write() said false: 'drain' will come), the rest is held — the slice's
+   * lines as framed, the rest of the read as bytes — and reading stops. Slicing keeps what is
+   * held small: a 64 KiB read of short requests would be thousands of framed lines.
+   * `owned`: buf is ours to keep (held bytes), not the shared read buffer.
    */
-  private handle(frames: Framed[], from: number): void {
+  private pump(buf: Buffer | null, end: number, owned: boolean): void {
     this.batch = '';
+    let pos = 0;
     try {
-      for (let i = from; i < frames.length; i++) {
-        if (this.closed || this.ending) return; // what is left is never answered: drop it
-        this.handlers.onInput(frames[i] as Framed);
-        if (i + 1 < frames.length && this.overHighWater()) {
-          this.flush();
-          if (!this.socket.writableNeedDrain || this.closed || this.socket.destroyed) continue;
-          this.held = frames;
-          this.heldFrom = i + 1;
-          this.socket.pause(); // resumed by onDrain once the held lines are handled
-          return;
+      for (;;) {
+        while (this.heldFrom < this.held.length) {
+          if (this.closed || this.ending) return; // what is left is never answered: drop it
+          this.handlers.onInput(this.held[this.heldFrom++] as Framed);
+          if (this.queueFull()) {
+            if (buf !== null && pos < end) this.heldBytes = owned ? buf.subarray(pos, end) : Buffer.from(buf.subarray(pos, end));
+            this.socket.pause(); // resumed by onDrain once what is held is handled
+            return;
+          }
         }
+        this.held = NO_FRAMES;
+        this.heldFrom = 0;
+        if (buf === null || pos >= end || this.closed || this.ending) return;
+        const stop = end - pos <= SLICE ? end : pos + SLICE;
+        this.held = this.framer.push(pos === 0 && stop === end ? buf : buf.subarray(pos, stop), stop - pos);
+        pos = stop;
       }
     } finally {
       this.flush();
       this.batch = null;
     }
+  }
+
+  /** Is the write queue full: the batch written because it reached the mark, and not all taken? */
+  private queueFull(): boolean {
+    if (!this.overHighWater()) return false;
+    this.flush();
+    return this.socket.writableNeedDrain && !this.closed && !this.socket.destroyed;
   }
 
   /** Replies batched so far plus the socket's queue reach its high-water mark. */
@@ -216,6 +235,9 @@ export class LineConnection {
 // at a time, synchronously, and the framer copies whatever it keeps.
 
 const shared = Buffer.allocUnsafe(64 * 1024);
+const NO_FRAMES: Framed[] = [];
+/** Bytes of a read framed at a time (see pump): a few hundred typical requests. */
+const SLICE = 4096;
 let onreadSymbols: { buffer: symbol; callback: symbol } | null | undefined;
 
 function symbolsOf(socket: Socket): { buffer: symbol; callback: symbol } | null {
