@@ -4,10 +4,10 @@
  * loopback TCP, and wrap lasts as long as that rank's session does, as it would last as long as
  * its child. Other clients (wrong PMI_ID, another uid) are turned away and wrap keeps waiting.
  */
-import { constants as osConstants } from 'node:os';
 import type { RelayHost } from '../host/relay-host.js';
 import { printAttach } from '../launcher/attach.js';
 import { EXIT } from './exit-codes.js';
+import { onTermination, signalExitCode } from '../util/termination-signals.js';
 
 export interface AttachSlot {
   readonly host: RelayHost;
@@ -24,8 +24,7 @@ export function attachHandStarted(slot: AttachSlot, stderr: NodeJS.WritableStrea
   return new Promise((resolve) => {
     const finish = (code: number, message?: string) => {
       off();
-      process.off('SIGINT', onSignal);
-      process.off('SIGTERM', onSignal);
+      offTermination();
       if (message) stderr.write(`pmibridge wrap: ${message}\n`);
       resolve(code);
     };
@@ -37,9 +36,7 @@ export function attachHandStarted(slot: AttachSlot, stderr: NodeJS.WritableStrea
       }
     });
     // Interrupted while waiting: closing the relay (by our caller) shows the upstream a failed rank.
-    const onSignal = (sig: NodeJS.Signals) => finish(EXIT.SIGNAL_BASE + (osConstants.signals[sig] ?? 1), `interrupted by ${sig} while waiting for rank ${slot.rank}`);
-    process.on('SIGINT', onSignal);
-    process.on('SIGTERM', onSignal);
+    const offTermination = onTermination((sig) => finish(signalExitCode(sig), `interrupted by ${sig} while waiting for rank ${slot.rank}`));
     printAttach(stderr, { rank: slot.rank, size: slot.size, pmiPort: slot.pmiPort, pmiid: slot.session, command: slot.command });
   });
 }
