@@ -6,6 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { UsageError } from './args.js';
 import { EXIT } from './exit-codes.js';
+import { guardStdio } from './stdio-guard.js';
 
 const COMMANDS: Record<string, { summary: string; load: () => Promise<{ main(argv: string[]): Promise<number> }> }> = {
   run: { summary: 'start the embedded PMI server and launch N ranks of a program', load: () => import('./run.js') },
@@ -64,6 +65,7 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
+guardStdio();
 main(process.argv.slice(2)).then(
   (code) => {
     process.exitCode = code;

@@ -1,5 +1,4 @@
 /** `pmibridge relay`: accept PMI_FD/TCP/Unix clients and forward each to an upstream server by session. */
-import { constants as osConstants } from 'node:os';
 import { createLogger, logBus } from './log.js';
 import { intOption, listOption, parseOrHelp, stringOption, UsageError, type CommandSpec } from './args.js';
 import { EXIT } from './exit-codes.js';
@@ -10,6 +9,7 @@ import { isLoopbackHost } from '../protocol/address.js';
 import { ALLOW_UID_OPTION, allowUids, listenAddresses } from './listen-options.js';
 import { startTap, TAP_OPTIONS } from './tap-options.js';
 import { sdNotify, startWatchdog, takeListenFds } from '../transport/systemd.js';
+import { onTermination, signalExitCode } from '../util/termination-signals.js';
 
 export const spec: CommandSpec = {
   name: 'relay',
@@ -108,9 +108,12 @@ export async function main(argv: string[]): Promise<number> {
       } else return;
       if (expected !== undefined && ended >= expected) resolve(failed ? { code: EXIT.FAILURE, reason: `${failed} of ${ended} sessions failed` } : { code: EXIT.OK, reason: '' });
     });
-    const onSignal = (sig: NodeJS.Signals) => resolve({ code: 128 + (osConstants.signals[sig] ?? 1), reason: `interrupted by ${sig}` });
-    process.once('SIGINT', onSignal);
-    process.once('SIGTERM', onSignal);
+    // The first termination signal closes the relay cleanly (a private socket directory removed);
+    // a second one, of any kind, ends it on the spot (Node's default).
+    const offTermination = onTermination((sig) => {
+      offTermination();
+      resolve({ code: signalExitCode(sig), reason: `interrupted by ${sig}` });
+    });
   });
   stopWatchdog();
   await sdNotify('STOPPING=1');

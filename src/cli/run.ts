@@ -19,8 +19,11 @@ export const spec: CommandSpec = {
     'Ranks get the environment hydra gives: PMI_FD, PMI_RANK, PMI_SIZE (--pmi fd) or',
     'PMI_PORT, PMI_ID, PMI_RANK, PMI_SIZE (--pmi tcp|unix). A rank that exits non-zero or drops its',
     'PMI connection before finalize fails the job at once, and the other ranks are killed.',
+    'Each rank leads a process group of its own: signals reach all it started. SIGINT, SIGTERM,',
+    'SIGHUP (a closed terminal) and SIGQUIT are passed on and end the job; Ctrl-Z stops the ranks.',
     'Exit status: 0 success; the abort code after PMI_Abort; a failing rank\'s code; 128+N for a',
-    'signal; 127 when the program cannot be started; 2 for a bad command line.',
+    'signal; 127 when a rank cannot be started (program not found or not executable, out of fds',
+    'or processes: the launch stops at the first); 2 for a bad command line.',
   ].join('\n'),
   allowPositionals: true,
   options: {

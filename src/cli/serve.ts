@@ -8,7 +8,7 @@ import { JobServer } from '../host/job-server.js';
 import { isLoopbackHost } from '../protocol/address.js';
 import { listenAddresses } from './listen-options.js';
 import { startTap, TAP_OPTIONS } from './tap-options.js';
-import { constants as osConstants } from 'node:os';
+import { onTermination, signalExitCode } from '../util/termination-signals.js';
 
 export const spec: CommandSpec = {
   name: 'serve',
@@ -71,12 +71,10 @@ export async function main(argv: string[]): Promise<number> {
   } else {
     process.stdout.write(ports.map((p) => `PMI_PORT=${p}\n`).join(''));
   }
-  const onSignal = (sig: NodeJS.Signals) => server.fail({ ok: false, exitCode: 128 + (osConstants.signals[sig] ?? 1), reason: `interrupted by ${sig}` });
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
+  // Every termination signal fails the job cleanly: listeners closed, a private socket directory removed.
+  const offTermination = onTermination((sig) => server.fail({ ok: false, exitCode: signalExitCode(sig), reason: `interrupted by ${sig}` }));
   const status = await server.done;
-  process.off('SIGINT', onSignal);
-  process.off('SIGTERM', onSignal);
+  offTermination();
   await tap?.close();
   await server.close();
   if (!status.ok) process.stderr.write(`pmibridge serve: job failed: ${status.reason}\n`);

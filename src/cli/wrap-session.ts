@@ -4,9 +4,9 @@
  * The session's PMI outcome is then the only status there is: finalized → 0; closed without
  * finalize → `failure` with the reason on stderr; a signal to wrap → 128+n.
  */
-import { constants as osConstants } from 'node:os';
 import type { RelayHost } from '../host/relay-host.js';
 import { EXIT } from './exit-codes.js';
+import { onTermination, signalExitCode } from '../util/termination-signals.js';
 
 export interface SessionWait {
   readonly host: RelayHost;
@@ -23,8 +23,7 @@ export function untilSessionEnds(w: SessionWait): Promise<number> {
   return new Promise((resolve) => {
     const finish = (code: number, message?: string) => {
       off();
-      process.off('SIGINT', onSignal);
-      process.off('SIGTERM', onSignal);
+      offTermination();
       if (message) stderr.write(`pmibridge wrap: ${message}\n`);
       resolve(code);
     };
@@ -34,9 +33,7 @@ export function untilSessionEnds(w: SessionWait): Promise<number> {
       else if (e.type === 'session-closed' && e.session === w.session) finish(w.failure, `${w.who} ended without PMI finalize: ${e.reason}`);
     });
     // Interrupted while waiting: closing the relay (by our caller) shows the upstream a failed rank.
-    const onSignal = (sig: NodeJS.Signals) => finish(EXIT.SIGNAL_BASE + (osConstants.signals[sig] ?? 1), `interrupted by ${sig} while waiting for ${w.who}`);
-    process.on('SIGINT', onSignal);
-    process.on('SIGTERM', onSignal);
+    const offTermination = onTermination((sig) => finish(signalExitCode(sig), `interrupted by ${sig} while waiting for ${w.who}`));
     // Already over (the events went by before we listened)?
     const state = w.host.engine.sessionStates().find((s) => s.session === w.session)?.state;
     if (state === 'finalized') finish(EXIT.OK);
