@@ -233,8 +233,9 @@ class SpawnModel {
       return want;
     }
     if (step.kind === 'error') {
-      // failing at a segment's own endcmd leaves nothing of it to swallow
-      this.swallowing = inSegment && line.trim() !== 'endcmd';
+      // failing at a segment's own endcmd leaves nothing of it to swallow; a first line that is
+      // an unknown mcmd= opens a block all the same (swallowed to its endcmd)
+      this.swallowing = (inSegment || line.startsWith('mcmd=')) && line.trim() !== 'endcmd';
       this.swallowed = 0;
       if (this.assembler.active !== this.swallowing) throw new Error(`failed at ${JSON.stringify(line)}: swallowing should be ${this.swallowing}, assembler active=${this.assembler.active}`);
     }

@@ -552,9 +552,11 @@ t.test('a failed spawn block is answered once and swallowed up to its endcmd (as
   t.equal(h.eventsOf('protocol-error').filter((e) => e.code === 'E_BAD_SPAWN').length, 1, 'counted as one bad line');
   t.same(c.send('cmd=get_appnum'), ['cmd=appnum rc=0 appnum=0'], 'the connection goes on after the endcmd');
 
-  // a block that fails at its first line (a stray mcmd=) does not swallow anything
+  // any mcmd= line opens a block up to its endcmd (hydra's framing): an unknown one is answered
+  // once, at once, and the rest of its block swallowed — not read as separate commands
   t.same(c.send('mcmd=foo'), ['cmd=spawn_result rc=-1 msg=malformed_spawn_request']);
-  t.same(c.send('cmd=get_appnum'), ['cmd=appnum rc=0 appnum=0'], 'not swallowed');
+  t.same(['nprocs=1', 'endcmd'].map((l) => c.send(l)).flat(), [], 'the rest of its block gets no answer');
+  t.same(c.send('cmd=get_appnum'), ['cmd=appnum rc=0 appnum=0'], 'the next command is answered');
 
   // a segment that fails at its own endcmd has nothing left to swallow
   for (const l of ['mcmd=spawn', 'execname=e', 'totspawns=1']) t.same(c.send(l), []);

@@ -792,6 +792,53 @@ t.test('a spawn block sent while a request is in flight waits its turn (lock-ste
   t.end();
 });
 
+t.test('a single-line cmd=spawn is an ordinary command: one reply, the session goes on', (t) => {
+  const h = relay({ server: false });
+  const { c } = join(h, 0);
+  for (const l of initackLines(0, 2)) h.upstreamLine(0, l);
+  h.take(c);
+  h.line(c, 'cmd=spawn nprocs=1');
+  h.upstreamLine(0, 'cmd=spawn_result rc=-1 msg=unknown_command');
+  t.same(h.take(c), ['cmd=spawn_result rc=-1 msg=unknown_command']);
+  h.line(c, FINALIZE);
+  t.same(h.upstream(0).slice(-1), [FINALIZE], 'the next request goes upstream at once (not swallowed as a block line)');
+  h.upstreamLine(0, 'cmd=finalize_ack rc=0');
+  t.same(h.take(c), ['cmd=finalize_ack rc=0'], 'finalize acknowledged');
+  t.end();
+});
+
+t.test('an mcmd= block refused before its endcmd: the early answer is the reply, the endcmd awaits nothing', (t) => {
+  const h = relay({ server: false });
+  const { c } = join(h, 0);
+  for (const l of initackLines(0, 2)) h.upstreamLine(0, l);
+  h.take(c);
+  h.line(c, 'mcmd=x');
+  h.upstreamLine(0, 'cmd=spawn_result rc=-1 msg=malformed_spawn');
+  t.same(h.take(c), ['cmd=spawn_result rc=-1 msg=malformed_spawn']);
+  h.line(c, 'nprocs=1');
+  h.line(c, 'endcmd');
+  h.line(c, GET_A);
+  t.same(h.upstream(0).slice(-3), ['nprocs=1', 'endcmd', GET_A], 'the get is not held behind the refused block');
+  h.upstreamLine(0, 'cmd=get_result rc=1');
+  t.same(h.take(c), ['cmd=get_result rc=1'], 'and its reply reaches the client');
+  t.end();
+});
+
+t.test('the second segment of a block refused early: its endcmd awaits nothing', (t) => {
+  const h = relay({ server: false });
+  const { c } = join(h, 0);
+  for (const l of initackLines(0, 2)) h.upstreamLine(0, l);
+  h.take(c);
+  const endOfFirst = spawnBlock.indexOf('endcmd');
+  for (const l of spawnBlock.slice(0, endOfFirst + 2)) h.line(c, l); // first segment + mcmd=spawn
+  h.upstreamLine(0, 'cmd=spawn_result rc=-1 msg=bad_segment');
+  t.same(h.take(c), ['cmd=spawn_result rc=-1 msg=bad_segment']);
+  for (const l of spawnBlock.slice(endOfFirst + 2)) h.line(c, l);
+  h.line(c, GET_A);
+  t.same(h.upstream(0).slice(-1), [GET_A], 'the session is free after the last endcmd');
+  t.end();
+});
+
 // ---- property -----------------------------------------------------------------------------------
 
 type Op =

@@ -1,11 +1,15 @@
 /**
  * The relay engine against hostile or broken peers (issue 10): a flooding client is cut off, not
  * buffered without bound; a refused barrier does not move the KVS cache's epoch; a get with a
- * repeated attribute is never cached (one reader's `key` is not another's).
+ * repeated attribute is never cached (one reader's `key` is not another's); spawn blocks, valid or
+ * not, get exactly one answer each, so a malformed one never stalls the session.
  */
 import t from 'tap';
 import type { ClientId } from '../src/relay/types.js';
+import { connect } from 'node:net';
+import { once } from 'node:events';
 import { RelayHarness, defaultReply } from './fixtures/relay-harness.js';
+import { exitOf, startCli, waitForLine } from './fixtures/cli.js';
 
 const KVS = 'kvs_upstream';
 
@@ -79,4 +83,52 @@ t.test('a get with a repeated attribute is forwarded, never answered from or sto
   h.line(b, `cmd=get kvsname=${KVS} key=db`);
   t.same(h.take(b), ['cmd=get_result rc=0 value=2'], 'db is what the server says, not what it answered for the ambiguous line');
   t.end();
+});
+
+// ---- spawn blocks against the real server, over real sockets -----------------------------------
+
+/** A lock-step raw client: send lines, read the replies that come within a short wait. */
+async function rawSession(address: string) {
+  const m = /^(?:tcp:\/\/)?127\.0\.0\.1:(\d+)$/.exec(address);
+  const socket = m ? connect(Number(m[1]), '127.0.0.1') : connect(address.replace(/^unix:\/\//, ''));
+  await once(socket, 'connect');
+  let buf = '';
+  const lines: string[] = [];
+  socket.setEncoding('latin1');
+  socket.on('data', (d: string) => {
+    buf += d;
+    for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
+      lines.push(buf.slice(0, nl));
+      buf = buf.slice(nl + 1);
+    }
+  });
+  return {
+    socket,
+    /** Send `sent` and wait until `want` more lines arrived (10 s at most). */
+    async ask(sent: string, want = 1): Promise<string[]> {
+      const start = lines.length;
+      socket.write(sent);
+      const deadline = Date.now() + 10_000;
+      while (lines.length < start + want && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+      return lines.slice(start);
+    },
+  };
+}
+
+t.test('spawn blocks through a real relay and server: cmd=spawn, mcmd=x and an oversized block each get one answer; finalize still works', async (t) => {
+  const server = startCli(['serve', '-n', '1', '--listen', 'unix']);
+  const [, upstream] = await waitForLine(server, /^PMI_PORT=(\S+)$/);
+  const relay = startCli(['relay', '--upstream', upstream as string, '--listen', 'tcp://127.0.0.1:0', '--sessions', '1']);
+  const [, port] = await waitForLine(relay, /^PMI_PORT=(127\.0\.0\.1:\d+)$/);
+  const c = await rawSession(port as string);
+  t.match(await c.ask('cmd=initack pmiid=0\n', 4), ['cmd=initack rc=0'], 'handshake');
+  t.match(await c.ask('cmd=init pmi_version=1 pmi_subversion=1\n'), [/^cmd=response_to_init rc=0/]);
+  t.match(await c.ask('cmd=spawn nprocs=1\n'), [/rc=-?[1-9]/], 'single-line cmd=spawn: one refusal');
+  t.match(await c.ask('mcmd=x\nnprocs=1\nendcmd\n'), [/^cmd=spawn_result rc=-?[1-9]/], 'mcmd=x block: one refusal');
+  t.match(await c.ask('mcmd=spawn\nnprocs=1\nexecname=x\ntotspawns=1\nspawnssofar=1\npreput_num=100000000000\nendcmd\n'), [/^cmd=spawn_result rc=-?[1-9].*preput_num/], 'oversized counts: one refusal naming the attribute');
+  t.match(await c.ask('cmd=get_maxes\n'), [/^cmd=maxes rc=0/], 'the session answers in step afterwards');
+  t.same(await c.ask('cmd=finalize\n'), ['cmd=finalize_ack rc=0'], 'finalize acknowledged');
+  c.socket.destroy();
+  t.equal((await exitOf(relay, 20_000)).code, 0, 'the relay completed its one session');
+  t.equal((await exitOf(server, 20_000)).code, 0, 'the job completed');
 });

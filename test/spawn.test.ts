@@ -113,10 +113,10 @@ t.test('segments out of order still end at the segment whose spawnssofar reaches
 t.test('malformed blocks are errors; a block that fails inside a segment is swallowed up to its endcmd', async (t) => {
   const good = ['mcmd=spawn', 'nprocs=1', 'execname=e', 'totspawns=1', 'spawnssofar=1', 'endcmd'];
   // skip: the failure came inside an open segment, so the rest of it (up to endcmd) is swallowed (as flux does).
-  // A failure at the first line, or at the segment's own endcmd, leaves nothing to swallow.
+  // A failure at a first line that is not mcmd=, or at the segment's own endcmd, leaves nothing to swallow.
   const cases: ReadonlyArray<readonly [string, readonly string[], RegExp, boolean]> = [
     ['does not start with mcmd=spawn', ['nprocs=1'], /must start with mcmd=spawn/, false],
-    ['another mcmd', ['mcmd=spawnx'], /must start with mcmd=spawn/, false],
+    ['another mcmd (a block all the same, framed to its endcmd as hydra does)', ['mcmd=spawnx'], /must start with mcmd=spawn/, true],
     ['a line without =', ['mcmd=spawn', 'garbage'], /without key=value/, true],
     ['a line starting with =', ['mcmd=spawn', '=x'], /without key=value/, true],
     ['mcmd= inside a segment', ['mcmd=spawn', 'nprocs=1', 'mcmd=spawn'], /inside an unfinished spawn segment/, true],

@@ -70,7 +70,9 @@ export class SpawnAssembler {
       return this.fail(`spawn request longer than ${this.maxLines} lines`);
     }
     if (this.current === null) {
-      if (line.trim() !== 'mcmd=spawn') return this.fail('a spawn block must start with mcmd=spawn');
+      // Any `mcmd=` line opens a block that runs to its endcmd (hydra frames it so too): an
+      // unknown one is refused once, and the rest of it skipped, not read as separate commands.
+      if (line.trim() !== 'mcmd=spawn') return this.fail('a spawn block must start with mcmd=spawn', MALFORMED, line.startsWith('mcmd='));
       this.current = new Map();
       return { kind: 'more' };
     }
@@ -137,8 +139,8 @@ export class SpawnAssembler {
     return { kind: 'more' };
   }
 
-  private fail(detail: string, msg = MALFORMED): SpawnStep {
-    const inBlock = this.current !== null;
+  private fail(detail: string, msg = MALFORMED, opened = false): SpawnStep {
+    const inBlock = this.current !== null || opened;
     this.reset();
     this.skipping = inBlock;
     return { kind: 'error', msg, detail };

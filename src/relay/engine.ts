@@ -82,6 +82,11 @@ function succeeded(line: string, name: string): boolean {
 
 /** The request line a spawn block's reply is kept under. */
 const SPAWN_LINE = 'mcmd=spawn';
+/**
+ * The internal name of a multi-line block (any line starting `mcmd=`, as hydra and our server read
+ * it). Not 'spawn': a single-line `cmd=spawn` is an ordinary (unknown) command with one reply.
+ */
+const BLOCK = 'mcmd';
 
 /** kvsname, key, value of a put. */
 type PutAttrs = readonly [string, string, string];
@@ -134,6 +139,11 @@ interface Session {
   queuedBytes: number;
   /** Lines of an mcmd=spawn block being forwarded. */
   inSpawn: boolean;
+  /**
+   * The upstream answered the block before its endcmd (a server that refuses a malformed block
+   * at once and skips the rest): that endcmd then awaits nothing.
+   */
+  spawnAnswered: boolean;
   /** Barriers this session completed upstream: its KVS epoch. */
   barriers: number;
 }
@@ -322,6 +332,7 @@ export class RelayEngine {
       queue: [],
       queuedBytes: 0,
       inSpawn: false,
+      spawnAnswered: false,
       barriers: 0,
     };
     this.sessions.set(pmiid, session);
@@ -416,16 +427,16 @@ export class RelayEngine {
     }
     const t = tokenize(line);
     const tokens = isTokens(t) ? t : null;
-    const cmd = tokens ? (tokens.head === 'mcmd' ? 'spawn' : tokens.name) : '';
-    if (session.swallowSpawn || (cmd === 'spawn' && !session.inSpawn && session.kept?.line === SPAWN_LINE)) return this.replaySpawn(session, client, line, out);
+    const cmd = line.startsWith('mcmd=') ? BLOCK : tokens ? tokens.name : '';
+    if (session.swallowSpawn || (cmd === BLOCK && !session.inSpawn && session.kept?.line === SPAWN_LINE)) return this.replaySpawn(session, client, line, out);
     const put = cmd === 'put' && tokens ? ([tokens.attrs.get('kvsname') ?? '', tokens.attrs.get('key') ?? '', tokens.attrs.get('value') ?? ''] as const) : undefined;
     // The takeover's catch-up ends with the first request that is not a start-up query, a read or
     // a re-sent put: from then on the client is live and everything it asks goes upstream.
     if (session.catchingUp && !READ_ONLY.has(cmd) && !INVARIANT.has(cmd) && cmd !== 'initack' && !(put && session.puts.acknowledged(...put))) session.catchingUp = false;
     // A new spawn block waits for the upstream like any request (lock-step); the segments after the
     // first endcmd (inflight is the spawn itself) and the lines inside a block go straight on.
-    const busy = session.state === 'opening' || (session.inflight !== null && session.inflight.cmd !== 'spawn');
-    if (session.inSpawn || (cmd === 'spawn' && !busy)) return this.spawnLine(session, line, out);
+    const busy = session.state === 'opening' || (session.inflight !== null && session.inflight.cmd !== BLOCK);
+    if (session.inSpawn || (cmd === BLOCK && !busy)) return this.spawnLine(session, line, out);
     if (cmd === 'initack') {
       // A client repeating its handshake on the same connection: answer from the session.
       if (session.identity && session.state !== 'opening') this.answerInitack(session, client, out);
@@ -537,8 +548,14 @@ export class RelayEngine {
   private spawnLine(session: Session, line: string, out: RelayAction[]): void {
     out.push({ kind: 'upstream-send', session: session.id, data: `${line}\n` });
     session.inSpawn = line.trim() !== 'endcmd';
-    // The reply comes after the last segment's endcmd; any endcmd may be it.
-    if (!session.inSpawn) session.inflight = { line: SPAWN_LINE, cmd: 'spawn', client: session.client };
+    if (session.inSpawn) return;
+    // The reply comes after the last segment's endcmd; any endcmd may be it — unless the upstream
+    // has answered this block already (refused it early): then nothing more will come for it.
+    if (session.spawnAnswered) {
+      session.spawnAnswered = false;
+      return this.drain(session, out);
+    }
+    session.inflight = { line: SPAWN_LINE, cmd: BLOCK, client: session.client };
   }
 
   /**
@@ -558,7 +575,7 @@ export class RelayEngine {
     session.swallowSpawn = null;
     const kept = session.kept;
     session.kept = null;
-    if (kept) this.deliver(session, client, 'spawn', SPAWN_LINE, kept.reply, out);
+    if (kept) this.deliver(session, client, BLOCK, SPAWN_LINE, kept.reply, out);
   }
 
   private deliver(session: Session, client: Client, cmd: string, line: string, reply: string, out: RelayAction[]): void {
@@ -633,6 +650,12 @@ export class RelayEngine {
     }
     const line = input.line;
     if (session.handshakeLines > 0) return this.handshakeLine(session, line, out);
+    if (session.inSpawn && !session.spawnAnswered && (!session.inflight || session.inflight.cmd === BLOCK)) {
+      // Mid-block, before its (last) endcmd: the upstream refused the block early. That line is
+      // the block's answer; the endcmd, when it comes, must not wait for another.
+      session.spawnAnswered = true;
+      session.inflight ??= { line: SPAWN_LINE, cmd: BLOCK, client: session.client };
+    }
     const inflight = session.inflight;
     if (!inflight) {
       // Nothing asked: pass it on (e.g. an error line), so the client sees what the server said.
@@ -721,7 +744,7 @@ export class RelayEngine {
   /** Send the next queued request once the upstream is free. */
   private drain(session: Session, out: RelayAction[]): void {
     // A queued spawn block is sent whole: its lines, and its further segments after an endcmd.
-    const free = () => !session.inflight || session.inSpawn || (session.inflight.cmd === 'spawn' && !!session.queue[0]?.line.startsWith('mcmd='));
+    const free = () => !session.inflight || session.inSpawn || (session.inflight.cmd === BLOCK && !!session.queue[0]?.line.startsWith('mcmd='));
     while (session.queue.length > 0 && session.state !== 'opening' && free()) {
       const next = session.queue.shift() as { client: ClientId; line: string };
       session.queuedBytes -= next.line.length;

@@ -91,16 +91,21 @@ function admit(socket: Socket, peer: AcceptedPeer, opts: ListenOptions): void {
   refuseSocket(socket, `cmd=error rc=-1 msg=${peer.uid === undefined ? 'peer_uid_unknown' : `uid_${peer.uid}_not_allowed`}\n`);
 }
 
+/** How long a refused peer has, after our line is written, to close its side the ordinary way. */
+export const REFUSE_GRACE_MS = 250;
+
 /**
- * Tell a refused peer why, then close the connection entirely as soon as the line is written: a
+ * Tell a refused peer why, then close the connection entirely shortly after the line is written: a
  * peer that keeps its end open must not keep one of our descriptors too. What it sends meanwhile
- * is read and dropped (unread input would turn our close into a reset that may lose the line).
+ * is read and dropped. The short grace matters: a client typically writes its first line right
+ * after connecting; if our descriptor were gone by the time that line arrives, its write fails
+ * (EPIPE on a Unix socket, a reset on TCP) and many clients then drop the reason we sent unread.
  */
 export function refuseSocket(socket: Socket, line: string): void {
   socket.on('error', () => socket.destroy());
   socket.on('data', () => undefined);
   socket.end(line);
-  destroyAfterEnd(socket, 0);
+  destroyAfterEnd(socket, REFUSE_GRACE_MS);
 }
 
 async function listenTcp(addr: Extract<PmiAddress, { kind: 'tcp' }>, opts: ListenOptions): Promise<Listener> {
