@@ -11,6 +11,7 @@ import { PmiClient } from '../src/client/index.js';
 import { cliPath, exitOf, runCli, until, waitForLine } from './fixtures/cli.js';
 import { OTHER_USER, otherUid, otherUserMissing } from './fixtures/other-user.js';
 import { netns, netnsMissing } from './fixtures/netns.js';
+import { idle, within } from './fixtures/idle-socket.js';
 
 /**
  * A node client run as the other uid: opens `n` connections to 127.0.0.1:port and never closes
@@ -98,18 +99,6 @@ async function jobServer(t: Test, opts: Partial<JobServerOptions> & { size: numb
   const port = listener.address.kind === 'tcp' ? listener.address.port : 0;
   return { server, events, port };
 }
-
-/** Connect and collect what the server says until it closes (or `ms` pass). */
-function idle(port: number): { socket: Socket; text: () => string; closed: Promise<boolean> } {
-  const s = connect({ port, host: '127.0.0.1' });
-  let text = '';
-  s.on('error', () => undefined);
-  s.on('data', (d: Buffer) => (text += d.toString('latin1')));
-  const closed = new Promise<boolean>((resolve) => s.on('close', () => resolve(true)));
-  return { socket: s, text: () => text, closed };
-}
-
-const within = <T>(p: Promise<T>, ms: number): Promise<T | 'timeout'> => Promise.race([p, new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), ms))]);
 
 async function rank(port: number, id: number): Promise<void> {
   const c = await PmiClient.connect({ mode: 'port', address: { kind: 'tcp', host: '127.0.0.1', port }, pmiid: id }, { timeoutMs: 20_000 });

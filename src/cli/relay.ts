@@ -8,6 +8,7 @@ import { RelayHost } from '../host/relay-host.js';
 import { isLoopbackHost } from '../protocol/address.js';
 import { ALLOW_UID_OPTION, allowUids, listenAddresses } from './listen-options.js';
 import { startTap, TAP_OPTIONS } from './tap-options.js';
+import { CONNECTION_OPTIONS, connectionOptions } from './connection-options.js';
 import { sdNotify, startWatchdog, takeListenFds } from '../transport/systemd.js';
 import { onTermination, signalExitCode } from '../util/termination-signals.js';
 
@@ -32,6 +33,7 @@ export const spec: CommandSpec = {
     sessions: { type: 'string', arg: 'N', help: 'exit once N sessions have ended (0 when all finalized)' },
     json: { type: 'boolean', help: 'print the listeners as one JSON object' },
     'allow-uid': ALLOW_UID_OPTION,
+    ...CONNECTION_OPTIONS,
     ...TAP_OPTIONS,
   },
   examples: ['pmibridge relay --upstream unix:///run/user/1000/pmi.sock --listen tcp://127.0.0.1:0 --hold 10m'],
@@ -76,7 +78,7 @@ export async function main(argv: string[]): Promise<number> {
   const log = createLogger(stringOption(values, 'log-level') ?? 'warn', 'pmibridge-relay');
   const bus = new ObserverBus();
   logBus(bus, log);
-  const host = new RelayHost({ upstream: upstream.spec, holdMs, allowUids: uids, bus, kvsCache: values['no-kvs-cache'] !== true, ...(mapId ? { mapId } : {}) });
+  const host = new RelayHost({ upstream: upstream.spec, holdMs, allowUids: uids, bus, kvsCache: values['no-kvs-cache'] !== true, ...connectionOptions(spec, values), ...(mapId ? { mapId } : {}) });
   const ports: string[] = [];
   for (const a of addresses) {
     if (a !== 'private-unix' && a.kind === 'tcp' && !isLoopbackHost(a.host)) log.warn(`listening on ${a.host}: remote peers cannot be identified by uid`);

@@ -2,7 +2,7 @@
 import type { JobServerOptions } from '../host/job-server.js';
 import { intOption, stringOption, UsageError, type CommandSpec, type OptionSpec, type ParsedValues } from './args.js';
 import { ALLOW_UID_OPTION, allowUids } from './listen-options.js';
-import { parseDuration } from './relay-options.js';
+import { CONNECTION_OPTIONS, connectionOptions } from './connection-options.js';
 
 export const JOB_OPTIONS: Readonly<Record<string, OptionSpec>> = {
   kvsname: { type: 'string', arg: 'NAME', help: 'KVS name reported to ranks (default: kvs_<pid>_0)' },
@@ -14,9 +14,7 @@ export const JOB_OPTIONS: Readonly<Record<string, OptionSpec>> = {
   'kvs-max-keys': { type: 'string', arg: 'N', help: 'distinct keys the KVS may hold; a put of one more is answered rc=2 (default: 1048576)' },
   'kvs-max-bytes': { type: 'string', arg: 'BYTES', help: 'bytes of keys and values the KVS may hold, pending ones included (default: 268435456 = 256 MiB)' },
   'max-names': { type: 'string', arg: 'N', help: 'services publish_name may hold (default: 4096)' },
-  'max-connections': { type: 'string', arg: 'N', help: 'connections held at once; beyond it the oldest one that has not sent initack/init is closed, or the new one refused (default: size+4096, lowered to fit the fd limit)' },
-  'max-connections-per-peer': { type: 'string', arg: 'N', help: 'the same per uid (local peers) or address (remote peers) (default: half of --max-connections, at least size+16)' },
-  'identify-timeout': { type: 'string', arg: 'DURATION', help: 'close a connection that sent no valid initack or init by then: 30s, 2m, 500ms or inf (default: 30s)' },
+  ...CONNECTION_OPTIONS,
 };
 
 export function jobOptions(spec: CommandSpec, values: ParsedValues): Omit<JobServerOptions, 'size' | 'bus'> {
@@ -27,18 +25,6 @@ export function jobOptions(spec: CommandSpec, values: ParsedValues): Omit<JobSer
   const kvsMaxKeys = intOption(spec, values, 'kvs-max-keys', 1);
   const kvsMaxBytes = intOption(spec, values, 'kvs-max-bytes', 1);
   const maxNames = intOption(spec, values, 'max-names', 1);
-  const maxConnections = intOption(spec, values, 'max-connections', 1);
-  const maxConnectionsPerPeer = intOption(spec, values, 'max-connections-per-peer', 1);
-  const identify = stringOption(values, 'identify-timeout');
-  let identifyTimeoutMs: number | null | undefined;
-  if (identify !== undefined) {
-    try {
-      identifyTimeoutMs = parseDuration(spec.name, identify);
-    } catch {
-      throw new UsageError(spec.name, `--identify-timeout: ${JSON.stringify(identify)} is not a duration (e.g. 30s, 2m, 500ms, inf)`);
-    }
-    if (identifyTimeoutMs === 0) throw new UsageError(spec.name, '--identify-timeout must be more than 0 (inf: never)');
-  }
   const limits = {
     ...(maxLine !== undefined ? { maxLine } : {}),
     ...(kvsMaxKeys !== undefined ? { kvsMaxKeys } : {}),
@@ -52,9 +38,7 @@ export function jobOptions(spec: CommandSpec, values: ParsedValues): Omit<JobSer
     ...(universe !== undefined ? { universeSize: universe } : {}),
     ...(values['no-process-mapping'] ? { processMapping: null } : {}),
     ...(Object.keys(limits).length ? { limits } : {}),
-    ...(maxConnections !== undefined ? { maxConnections } : {}),
-    ...(maxConnectionsPerPeer !== undefined ? { maxConnectionsPerPeer } : {}),
-    ...(identifyTimeoutMs !== undefined ? { identifyTimeoutMs } : {}),
+    ...connectionOptions(spec, values),
     allowUids: allowUids(spec.name, values),
   };
 }

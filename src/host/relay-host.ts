@@ -11,7 +11,11 @@ import type { ClientFacts, ClientId, RelayAction, RelayEvent, RelayInput, Sessio
 import { LineConnection } from '../transport/line-connection.js';
 import { listen, listenInherited, listenPrivateUnix, type AcceptedPeer, type Listener } from '../transport/listen.js';
 import { unreadBytes } from '../transport/unread-bytes.js';
+import { fdLimit } from '../transport/fd-limit.js';
+import { refuseSocket } from '../transport/listen.js';
 import { ObserverBus, type Leg } from './bus.js';
+import { ConnectionLimits, type Eviction } from './connection-limits.js';
+import { DEFAULT_IDENTIFY_TIMEOUT_MS, defaultMaxConnections } from './job-server.js';
 
 export type UpstreamSpec =
   | { readonly kind: 'address'; readonly address: PmiAddress }
@@ -27,6 +31,20 @@ export interface RelayHostOptions {
   readonly bus?: ObserverBus;
   /** Answer gets from the current barrier epoch's answers (default true; see relay/kvs-cache.ts). */
   readonly kvsCache?: boolean;
+  /** Listener connections held at once (default: relayMaxConnections()). */
+  readonly maxConnections?: number;
+  /** … of them from one uid (local peers) or address (remote peers); default: half of maxConnections. */
+  readonly maxConnectionsPerPeer?: number;
+  /** Close a listener's connection that has not sent a valid initack by then; null: never. */
+  readonly identifyTimeoutMs?: number | null;
+}
+
+/**
+ * 4096, lowered to fit the fd limit. Each identified client also holds its session's upstream
+ * connection, so a relay needs two descriptors per rank: it counts half the limit.
+ */
+export function relayMaxConnections(nofile: number | undefined = fdLimit()): number {
+  return defaultMaxConnections(0, nofile === undefined ? undefined : Math.floor(nofile / 2) + 32);
 }
 
 const TICK_MS = 1000;
@@ -54,6 +72,9 @@ export class RelayHost {
   private readonly unreadAtRelease = new Map<ClientId, number | undefined>();
   /** Drives the engine's `tick` (replies not yet known received; stalled clients). */
   private readonly ticker: NodeJS.Timeout;
+  /** Listener connections: how many per peer and in total, and which have not sent initack yet. */
+  readonly limits: ConnectionLimits;
+  private sweep: NodeJS.Timeout | undefined;
 
   constructor(private readonly opts: RelayHostOptions) {
     const upstream: RelayEngineOptions['upstream'] = opts.upstream.kind === 'fd' ? { mode: 'fd', identity: opts.upstream.identity } : { mode: 'socket' };
@@ -69,6 +90,12 @@ export class RelayHost {
     this.ticker = setInterval(() => {
       if (this.clients.size > 0) this.step({ kind: 'tick' });
     }, TICK_MS).unref();
+    const maxTotal = opts.maxConnections ?? relayMaxConnections();
+    this.limits = new ConnectionLimits({
+      maxTotal,
+      maxPerPeer: opts.maxConnectionsPerPeer ?? Math.max(1, Math.floor(maxTotal / 2)),
+      identifyTimeoutMs: opts.identifyTimeoutMs === undefined ? DEFAULT_IDENTIFY_TIMEOUT_MS : opts.identifyTimeoutMs,
+    });
   }
 
   /**
@@ -87,8 +114,7 @@ export class RelayHost {
   async listen(address: PmiAddress | 'private-unix' | { readonly fd: number }): Promise<Listener> {
     const options = {
       allowUids: this.opts.allowUids ?? [],
-      onConnection: (socket: Socket, peer: AcceptedPeer) =>
-        this.attachClient(socket, { transport: peer.transport, peer: peer.peer, ...(peer.uid !== undefined ? { uid: peer.uid } : {}) }),
+      onConnection: (socket: Socket, peer: AcceptedPeer) => this.accept(socket, peer),
       onRefused: (peer: AcceptedPeer, reason: string) => this.bus.emit({ type: 'peer-refused', peer: peer.peer, reason, ...(peer.uid !== undefined ? { uid: peer.uid } : {}) }),
       onError: (err: Error) => this.bus.emit({ type: 'transport-error', message: err.message }),
     };
@@ -98,17 +124,66 @@ export class RelayHost {
     return l;
   }
 
-  /** Serve a connected client socket (accepted, or wrap's socketpair with facts.pmiid). */
-  attachClient(socket: Socket, facts: ClientFacts): ClientId {
+  /**
+   * A peer a listener admitted (its uid is allowed): served if the connection limits let it in,
+   * possibly after closing the oldest connections that have not sent initack; else told why.
+   * The same rules as the server's (connection-limits.ts): a flood cannot crowd out real ranks.
+   */
+  private accept(socket: Socket, peer: AcceptedPeer): void {
+    const id = this.nextClient;
+    const key = peer.uid !== undefined ? `uid ${peer.uid}` : peer.transport === 'tcp' ? (socket.remoteAddress ?? '?').replace(/^::ffff:/i, '') : 'unix peer';
+    const admission = this.limits.admit(id, key, key, performance.now());
+    if (!admission.ok) {
+      this.bus.emit({ type: 'peer-refused', peer: peer.peer, reason: admission.reason, ...(peer.uid !== undefined ? { uid: peer.uid } : {}) });
+      refuseSocket(socket, `cmd=error rc=-1 msg=${admission.msg}\n`);
+      return;
+    }
+    for (const e of admission.evict) this.dismiss(e);
+    this.attachClient(socket, { transport: peer.transport, peer: peer.peer, ...(peer.uid !== undefined ? { uid: peer.uid } : {}) }, true);
+    this.sweep ??= this.startSweep();
+  }
+
+  /** Close a connection the limits gave up on (it has no session): tell it why, log it, close it. */
+  private dismiss(e: Eviction): void {
+    const conn = this.clients.get(e.id);
+    if (!conn) return;
+    this.bus.emit({ type: 'peer-refused', peer: `client ${e.id}`, reason: `${e.reason}; closed` });
+    conn.send(`cmd=error rc=-1 msg=${e.msg}\n`);
+    conn.end(0);
+  }
+
+  /** Close connections that did not identify themselves in time; one timer for all of them. */
+  private startSweep(): NodeJS.Timeout | undefined {
+    const limit = this.limits.opts.identifyTimeoutMs;
+    if (limit === null) return undefined;
+    const timer = setInterval(() => {
+      for (const e of this.limits.expired(performance.now())) this.dismiss(e);
+    }, Math.max(50, Math.min(1000, Math.floor(limit / 4))));
+    timer.unref();
+    return timer;
+  }
+
+  /**
+   * Serve a connected client socket (accepted, or wrap's socketpair with facts.pmiid). `counted`:
+   * a listener's connection under the limits until it names its session.
+   */
+  attachClient(socket: Socket, facts: ClientFacts, counted = false): ClientId {
     const id = this.nextClient++;
+    let unidentified = counted;
     const conn = new LineConnection(socket, this.maxLine, {
-      onInput: (input) =>
+      onInput: (input) => {
         // The line event goes out after the engine read the line (a first line, initack, names
         // the session) and before what it caused.
         this.step({ kind: 'client-input', client: id, input }, () => {
           if (this.bus.wantsLines) this.emitLine('client->relay', input.kind === 'line' ? input.line : `${input.prefix}… (${input.length} bytes)`, { conn: id });
-        }),
+        });
+        if (unidentified && this.engine.sessionOfClient(id) !== undefined) {
+          unidentified = false;
+          this.limits.identified(id);
+        }
+      },
       onClose: (reason) => {
+        if (counted) this.limits.release(id);
         // Reported before the connection is forgotten: the engine asks what it left unread.
         this.step({ kind: 'client-close', client: id, reason });
         this.clients.delete(id);
@@ -247,6 +322,7 @@ export class RelayHost {
 
   async close(): Promise<void> {
     clearInterval(this.ticker);
+    clearInterval(this.sweep);
     for (const t of this.timers.values()) clearTimeout(t);
     this.timers.clear();
     for (const c of this.clients.values()) c.destroy();

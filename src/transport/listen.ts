@@ -93,6 +93,9 @@ function admit(socket: Socket, peer: AcceptedPeer, opts: ListenOptions): void {
 
 /** How long a refused peer has, after our line is written, to close its side the ordinary way. */
 export const REFUSE_GRACE_MS = 250;
+/** Refused connections given that grace at once; beyond, a flood's are closed without it. */
+export const REFUSE_GRACE_MAX = 32;
+let inGrace = 0;
 
 /**
  * Tell a refused peer why, then close the connection entirely shortly after the line is written: a
@@ -100,11 +103,16 @@ export const REFUSE_GRACE_MS = 250;
  * is read and dropped. The short grace matters: a client typically writes its first line right
  * after connecting; if our descriptor were gone by the time that line arrives, its write fails
  * (EPIPE on a Unix socket, a reset on TCP) and many clients then drop the reason we sent unread.
+ * Only a few refusals at a time get it, so a flood of refused connections costs a bounded number
+ * of descriptors.
  */
 export function refuseSocket(socket: Socket, line: string): void {
   socket.on('error', () => socket.destroy());
   socket.on('data', () => undefined);
   socket.end(line);
+  if (inGrace >= REFUSE_GRACE_MAX) return destroyAfterEnd(socket, 0);
+  inGrace++;
+  socket.once('close', () => inGrace--);
   destroyAfterEnd(socket, REFUSE_GRACE_MS);
 }
 
