@@ -221,7 +221,7 @@ t.test('redaction of free text and of every state event field', async (t) => {
   t.match(JSON.stringify(plain.record(events[0] as BusEvent)), /value=secret/, 'without --tap-redact: as it was');
 });
 
-t.test('--tap-token-file: a file of another user, or not a regular file, is refused with what to do', { skip: otherUserMissing() ?? false }, async (t) => {
+t.test('--tap-token-file (and the viewer\'s --token-file): a file of another user, or not a regular file, is refused with what to do', { skip: otherUserMissing() ?? false }, async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'pmibridge-tap-owner-'));
   chmodSync(dir, 0o777); // the other user may create files here (like /tmp)
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
@@ -233,9 +233,17 @@ t.test('--tap-token-file: a file of another user, or not a regular file, is refu
   for (const command of [['serve', '-n', '1'], ['relay', '--upstream', 'unix:///nonexistent/pmi.sock']]) {
     const r = await runCli([...command, '--tap', 'ws://127.0.0.1:0', '--tap-token-file', file], { timeoutMs: 60_000 });
     t.equal(r.code, 1, `${command[0]} refuses to start`);
-    t.match(r.stderr, `pmibridge ${command[0]}: ${file} belongs to uid ${otherUid()}, not to uid ${process.getuid?.()} (this process): its owner knows the token and can change it; use a token file of your own (remove this one and a fresh one is created)`, 'saying why and what to do');
+    t.match(r.stderr, `pmibridge ${command[0]}: ${file} belongs to uid ${otherUid()}, not to uid ${process.getuid?.()} (this process): its owner knows the token and can change it; use a token file of your own (a tap started with --tap-token-file creates a fresh one where none exists)`, 'saying why and what to do');
     t.equal(r.stdout, '', 'no PMI_PORT advertised');
   }
+  // The viewer trusts a token file on the same terms, and never creates one.
+  const viewer = await runCli(['tap', 'ws://127.0.0.1:9', '--token-file', file], { timeoutMs: 60_000 });
+  t.equal(viewer.code, 2, 'pmibridge tap refuses the planted file (usage error)');
+  t.match(viewer.stderr, `pmibridge tap: --token-file: ${file} belongs to uid ${otherUid()}`);
+  const missing = await runCli(['tap', 'ws://127.0.0.1:9', '--token-file', join(dir, 'none')], { timeoutMs: 60_000 });
+  t.equal(missing.code, 2);
+  t.match(missing.stderr, 'does not exist: give the file the tap was started with (--tap-token-file), or the token it printed (--token)');
+  t.throws(() => statSync(join(dir, 'none')), 'the viewer created nothing');
   rmSync(file);
   const fifo = await runCommand('mkfifo', ['-m', '600', file], { timeoutMs: 60_000 });
   t.equal(fifo.code, 0);

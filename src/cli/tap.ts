@@ -1,10 +1,19 @@
 /** `pmibridge tap URL`: watch a job's PMI traffic in the terminal, like tcpdump for PMI. */
-import { readFileSync } from 'node:fs';
 import { WebSocket } from 'ws';
 import { helpText, parseCommand, stringOption, UsageError, type CommandSpec } from './args.js';
 import { EXIT } from './exit-codes.js';
 import { parseTapAddress } from './tap-options.js';
 import { formatAddress } from '../protocol/address.js';
+import { tokenFromFile } from '../tap/token.js';
+
+/** The token in a file of ours alone (tap/token.ts), or a usage error saying what is wrong with it. */
+function readToken(path: string): string {
+  try {
+    return tokenFromFile(path, false).token;
+  } catch (err) {
+    throw new UsageError('tap', `--token-file: ${(err as Error).message}`);
+  }
+}
 
 export const spec: CommandSpec = {
   name: 'tap',
@@ -44,7 +53,7 @@ export async function main(argv: string[]): Promise<number> {
   const target = positionals[0];
   if (!target) throw new UsageError('tap', 'which tap? pmibridge tap ws://127.0.0.1:PORT (as printed by --tap)');
   const file = stringOption(values, 'token-file');
-  const token = stringOption(values, 'token') ?? (file ? readFileSync(file, 'utf8').trim() : process.env['PMIBRIDGE_TAP_TOKEN']);
+  const token = stringOption(values, 'token') ?? (file ? readToken(file) : process.env['PMIBRIDGE_TAP_TOKEN']);
   if (!token) throw new UsageError('tap', 'a token is needed: --token, --token-file or PMIBRIDGE_TAP_TOKEN');
   const addr = parseTapAddress('tap', target);
   // batch=1: a loop turn's events in one message, one JSON object per line (cheaper for the job).

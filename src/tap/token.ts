@@ -13,13 +13,19 @@ export function newToken(): string {
   return randomBytes(24).toString('base64url');
 }
 
-export function tokenFromFile(path: string): { token: string; created: boolean } {
+/**
+ * `create`: the serving side makes a missing file with a fresh token; a viewer (`pmibridge tap
+ * --token-file`) does not, and trusts the file on the same terms (the token it presents is then
+ * one nobody else could have planted or read).
+ */
+export function tokenFromFile(path: string, create = true): { token: string; created: boolean } {
   let fd: number;
   try {
     // O_NONBLOCK: a FIFO opens at once (and is refused below) instead of waiting for a writer
     fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    if (!create) throw new Error(`${path} does not exist: give the file the tap was started with (--tap-token-file), or the token it printed (--token)`);
     const token = newToken();
     writeFileSync(path, `${token}\n`, { mode: 0o600, flag: 'wx' });
     return { token, created: true };
@@ -29,7 +35,7 @@ export function tokenFromFile(path: string): { token: string; created: boolean }
     const st = fstatSync(fd);
     if (!st.isFile()) throw new Error(`${path} is not a regular file; give the path of a token file (a fresh one is created when it is missing)`);
     const me = process.getuid?.();
-    if (me !== undefined && st.uid !== me) throw new Error(`${path} belongs to uid ${st.uid}, not to uid ${me} (this process): its owner knows the token and can change it; use a token file of your own (remove this one and a fresh one is created)`);
+    if (me !== undefined && st.uid !== me) throw new Error(`${path} belongs to uid ${st.uid}, not to uid ${me} (this process): its owner knows the token and can change it; use a token file of your own (a tap started with --tap-token-file creates a fresh one where none exists)`);
     if ((st.mode & 0o077) !== 0) throw new Error(`${path} is readable by others (mode ${(st.mode & 0o777).toString(8)}); chmod 600 it`);
     const token = readFileSync(fd, 'utf8').trim();
     if (token.length < 16) throw new Error(`${path} holds a token shorter than 16 characters`);
