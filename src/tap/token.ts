@@ -25,7 +25,7 @@ export function tokenFromFile(path: string, create = true): { token: string; cre
     fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-    if (!create) throw new Error(`${path} does not exist: give the file the tap was started with (--tap-token-file), or the token it printed (--token)`);
+    if (!create) throw new Error(`${path} does not exist: give the file the tap was started with (--tap-token-file), or the token it printed (--token)`, { cause: err });
     const token = newToken();
     writeFileSync(path, `${token}\n`, { mode: 0o600, flag: 'wx' });
     return { token, created: true };
