@@ -3,15 +3,13 @@
 // answered in words (host/connection-limits.ts, shared with the server).
 import t, { type Test } from 'tap';
 import { spawn } from 'node:child_process';
-import { readdirSync } from 'node:fs';
-import { connect, type Socket } from 'node:net';
 import { once } from 'node:events';
 import { JobServer } from '../src/host/job-server.js';
 import { RelayHost, relayMaxConnections, type RelayHostOptions } from '../src/host/relay-host.js';
 import type { BusEvent } from '../src/host/bus.js';
 import { PmiClient } from '../src/client/index.js';
 import { cliPath, exitOf, runCli, until, waitForLine } from './fixtures/cli.js';
-import { idle, within } from './fixtures/idle-socket.js';
+import { fdsOf, holdConnections, idle, within } from './fixtures/idle-socket.js';
 
 /** A JobServer of `size` ranks upstream, a RelayHost on loopback TCP in front of it. */
 async function relayed(t: Test, size: number, opts: Partial<RelayHostOptions> = {}) {
@@ -86,15 +84,9 @@ t.test('relay under a 128-fd limit: 500 held connections that never identify can
   let stderr = '';
   relay.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
   const [, port] = await waitForLine(relay, /^PMI_PORT=127\.0\.0\.1:(\d+)$/);
-  const held: Socket[] = [];
+  const held = await holdConnections(Number(port), 500);
   t.teardown(() => held.forEach((s) => s.destroy()));
-  for (let i = 0; i < 500; i++) {
-    const s = connect({ port: Number(port), host: '127.0.0.1', allowHalfOpen: true });
-    s.on('error', () => undefined);
-    held.push(s);
-  }
-  await until('the 500 connections to be made', () => held.every((s) => s.readyState !== 'opening'), 15_000);
-  const fds = readdirSync(`/proc/${relay.pid as number}/fd`).length;
+  const fds = fdsOf(relay.pid as number);
   t.ok(fds < 128, `the relay stays below its fd limit (${fds} fds open)`);
   const r = await runCli(['pmi', 'info'], { env: { ...process.env, PMI_PORT: `127.0.0.1:${port}`, PMI_ID: '0' }, timeoutMs: 20_000 }).catch((e: Error) => ({ code: -1, stderr: e.message }));
   t.equal(r.code, 0, `the rank joins through the relay (stderr: ${r.stderr.slice(0, 300)})`);

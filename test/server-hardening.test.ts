@@ -2,7 +2,6 @@
 // connections, keys, names or bad lines are bounded, and each limit is answered in words.
 import t, { type Test } from 'tap';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readdirSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { once } from 'node:events';
 import { JobServer, type JobServerOptions } from '../src/host/job-server.js';
@@ -11,7 +10,7 @@ import { PmiClient } from '../src/client/index.js';
 import { cliPath, exitOf, runCli, until, waitForLine } from './fixtures/cli.js';
 import { OTHER_USER, otherUid, otherUserMissing } from './fixtures/other-user.js';
 import { netns, netnsMissing } from './fixtures/netns.js';
-import { idle, within } from './fixtures/idle-socket.js';
+import { fdsOf, holdConnections, idle, within } from './fixtures/idle-socket.js';
 
 /**
  * A node client run as the other uid: opens `n` connections to 127.0.0.1:port and never closes
@@ -45,7 +44,6 @@ function startHolder(port: number, n: number): ChildProcess {
   return spawn('runuser', ['-u', OTHER_USER, '--', 'env', '-i', process.execPath, '-e', holder, String(port), String(n)], { stdio: ['pipe', 'pipe', 'pipe'] });
 }
 
-const fdsOf = (pid: number) => readdirSync(`/proc/${pid}/fd`).length;
 
 t.test('connections refused for their uid are closed by the server at once: another uid holding 500 of them cannot starve a 256-fd server', { skip: otherUserMissing() ?? false }, async (t) => {
   const server = spawn('prlimit', ['--nofile=256:256', '--', process.execPath, cliPath, 'serve', '-n', '1', '--listen', 'tcp://127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -159,14 +157,8 @@ t.test('serve under a 128-fd limit: 500 held connections of our own uid that nev
   let stderr = '';
   server.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
   const [, port] = await waitForLine(server, /^PMI_PORT=127\.0\.0\.1:(\d+)$/);
-  const held: Socket[] = [];
+  const held = await holdConnections(Number(port), 500);
   t.teardown(() => held.forEach((s) => s.destroy()));
-  for (let i = 0; i < 500; i++) {
-    const s = connect({ port: Number(port), host: '127.0.0.1', allowHalfOpen: true });
-    s.on('error', () => undefined);
-    held.push(s);
-  }
-  await until('the 500 connections to be made', () => held.every((s) => s.readyState !== 'opening'), 15_000);
   const fds = fdsOf(server.pid as number);
   t.ok(fds < 128, `the server stays below its fd limit (${fds} fds open)`);
   const r = await runCli(['pmi', 'info'], { env: { ...process.env, PMI_PORT: `127.0.0.1:${port}`, PMI_ID: '0' }, timeoutMs: 20_000 }).catch((e: Error) => ({ code: -1, stderr: e.message }));

@@ -12,7 +12,8 @@ import { ServerEngine, type EngineOptions } from '../server/engine.js';
 import type { Action, ConnId, ConnectionFacts, JobStatus } from '../server/types.js';
 import { fdLimit } from '../transport/fd-limit.js';
 import { LineConnection } from '../transport/line-connection.js';
-import { listen, listenPrivateUnix, refuseSocket, type AcceptedPeer, type Listener } from '../transport/listen.js';
+import { listen, listenPrivateUnix, type AcceptedPeer, type Listener } from '../transport/listen.js';
+import { admitPeer } from './admit-peer.js';
 import { ObserverBus } from './bus.js';
 import { ConnectionLimits, type Eviction } from './connection-limits.js';
 
@@ -82,14 +83,9 @@ export class JobServer {
    */
   private accept(socket: Socket, peer: AcceptedPeer): void {
     const id = this.nextId++;
-    const key = peer.uid !== undefined ? `uid ${peer.uid}` : peer.transport === 'tcp' ? (socket.remoteAddress ?? '?').replace(/^::ffff:/i, '') : 'unix peer';
-    const admission = this.limits.admit(id, key, key, performance.now());
-    if (!admission.ok) {
-      this.bus.emit({ type: 'peer-refused', peer: peer.peer, reason: admission.reason, ...(peer.uid !== undefined ? { uid: peer.uid } : {}) });
-      refuseSocket(socket, `cmd=error rc=-1 msg=${admission.msg}\n`);
-      return;
-    }
-    for (const e of admission.evict) this.dismiss(e, 'E_EVICTED');
+    const evict = admitPeer(this.limits, id, socket, peer, this.bus);
+    if (!evict) return;
+    for (const e of evict) this.dismiss(e, 'E_EVICTED');
     this.serve(id, socket, { transport: peer.transport, peer: peer.peer, ...(peer.uid !== undefined ? { uid: peer.uid } : {}), ...(peer.remote ? { remote: true } : {}) }, true);
     this.sweep ??= this.startSweep();
   }

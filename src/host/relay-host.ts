@@ -12,9 +12,9 @@ import { LineConnection } from '../transport/line-connection.js';
 import { listen, listenInherited, listenPrivateUnix, type AcceptedPeer, type Listener } from '../transport/listen.js';
 import { unreadBytes } from '../transport/unread-bytes.js';
 import { fdLimit } from '../transport/fd-limit.js';
-import { refuseSocket } from '../transport/listen.js';
 import { ObserverBus, type Leg } from './bus.js';
 import { ConnectionLimits, type Eviction } from './connection-limits.js';
+import { admitPeer } from './admit-peer.js';
 import { DEFAULT_IDENTIFY_TIMEOUT_MS, defaultMaxConnections } from './job-server.js';
 
 export type UpstreamSpec =
@@ -130,15 +130,9 @@ export class RelayHost {
    * The same rules as the server's (connection-limits.ts): a flood cannot crowd out real ranks.
    */
   private accept(socket: Socket, peer: AcceptedPeer): void {
-    const id = this.nextClient;
-    const key = peer.uid !== undefined ? `uid ${peer.uid}` : peer.transport === 'tcp' ? (socket.remoteAddress ?? '?').replace(/^::ffff:/i, '') : 'unix peer';
-    const admission = this.limits.admit(id, key, key, performance.now());
-    if (!admission.ok) {
-      this.bus.emit({ type: 'peer-refused', peer: peer.peer, reason: admission.reason, ...(peer.uid !== undefined ? { uid: peer.uid } : {}) });
-      refuseSocket(socket, `cmd=error rc=-1 msg=${admission.msg}\n`);
-      return;
-    }
-    for (const e of admission.evict) this.dismiss(e);
+    const evict = admitPeer(this.limits, this.nextClient, socket, peer, this.bus);
+    if (!evict) return;
+    for (const e of evict) this.dismiss(e);
     this.attachClient(socket, { transport: peer.transport, peer: peer.peer, ...(peer.uid !== undefined ? { uid: peer.uid } : {}) }, true);
     this.sweep ??= this.startSweep();
   }
