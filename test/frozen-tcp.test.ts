@@ -10,31 +10,12 @@
 // Each test runs a 2-rank job (`serve -n 2 --listen unix`, `relay --listen tcp|unix`) inside its
 // own network namespace (test/fixtures/netns.ts), with raw line clients A (PMI_ID 0) and B
 // (PMI_ID 1).
-import t, { type Test } from 'tap';
-import { netnsMissing } from './fixtures/netns.js';
-import { frozenJob, serverBarrierIn, barriersCompleted, logTail, KVSNAME, type FrozenJob } from './fixtures/frozen-job.js';
-import type { RawClient } from './fixtures/netns.js';
+import t from 'tap';
+import { netnsMissing, type RawClient } from './fixtures/netns.js';
+import { frozenJob, serverBarrierIn, barriersCompleted, barrierBoth, finalizeBoth, secondBarrierIsNew, logTail, QUIET_MS, KVSNAME, type FrozenJob } from './fixtures/frozen-job.js';
 
 const skip = netnsMissing() ?? false;
 
-/** How long "nothing else arrives" is watched for. */
-const QUIET_MS = 1500;
-
-async function barrierBoth(a: RawClient, b: RawClient, what: string): Promise<void> {
-  a.send('cmd=barrier_in');
-  b.send('cmd=barrier_in');
-  await a.next(/^cmd=barrier_out rc=0/, `${a.label}: barrier_out of ${what}`);
-  await b.next(/^cmd=barrier_out rc=0/, `${b.label}: barrier_out of ${what}`);
-}
-
-async function finalizeBoth(t: Test, job: FrozenJob, a: RawClient, b: RawClient): Promise<void> {
-  await a.request('cmd=finalize', /^cmd=finalize_ack rc=0/, `${a.label}: finalize_ack`);
-  await b.request('cmd=finalize', /^cmd=finalize_ack rc=0/, `${b.label}: finalize_ack`);
-  const serve = await job.serverExit();
-  const relay = await job.relayExit();
-  t.equal(serve.code, 0, `serve saw a normal job (its log: ${logTail(job.serverLogs.stderr)})`);
-  t.equal(relay.code, 0, 'the relay ended with both sessions finalized');
-}
 
 /** Freeze A's connection both ways (relay -> A first, as given), then SIGKILL A. */
 async function freezeAndKill(job: FrozenJob, a: RawClient, toClientAlready = false): Promise<void> {
@@ -76,15 +57,7 @@ t.test('TCP, barrier, reply read and proven by a later request: the restored ran
   await freezeAndKill(job, a);
 
   const a2 = await job.rank(0, 'A\'');
-  const entered = serverBarrierIn(job, 1, 'A\'s barrier_in of the second barrier to reach the server');
-  a2.send('cmd=barrier_in');
-  await entered;
-  await a2.none(QUIET_MS, 'no barrier_out before B enters the second barrier');
-  b.send('cmd=barrier_in');
-  await a2.next(/^cmd=barrier_out rc=0/, 'A\': barrier_out of the second barrier');
-  await b.next(/^cmd=barrier_out rc=0/, 'B: barrier_out of the second barrier');
-  t.equal(barriersCompleted(job), 2, 'the server saw two barriers');
-  await finalizeBoth(t, job, a2, b);
+  await secondBarrierIsNew(t, job, a2, b);
 });
 
 t.test('TCP, barrier, reply read (kernel ACK only, no later request): the restored rank\'s barrier_in is a new barrier', { skip }, async (t) => {
@@ -98,15 +71,7 @@ t.test('TCP, barrier, reply read (kernel ACK only, no later request): the restor
   await freezeAndKill(job, a);
 
   const a2 = await job.rank(0, 'A\'');
-  const entered = serverBarrierIn(job, 1, 'A\'s barrier_in of the second barrier to reach the server');
-  a2.send('cmd=barrier_in');
-  await entered;
-  await a2.none(QUIET_MS, 'no barrier_out before B enters the second barrier (the first one\'s must not be replayed)');
-  b.send('cmd=barrier_in');
-  await a2.next(/^cmd=barrier_out rc=0/, 'A\': barrier_out of the second barrier');
-  await b.next(/^cmd=barrier_out rc=0/, 'B: barrier_out of the second barrier');
-  t.equal(barriersCompleted(job), 2, 'the server saw two barriers');
-  await finalizeBoth(t, job, a2, b);
+  await secondBarrierIsNew(t, job, a2, b);
 });
 
 const GET = `cmd=get kvsname=${KVSNAME} key=k`;

@@ -3,19 +3,11 @@
 // process with the same PMI_ID connects and re-sends its pending request. A reply the stopped
 // rank never read (the relay's SIOCOUTQ is not 0) is delivered once to the new one; a reply it
 // read is never replayed.
-import t, { type Test } from 'tap';
-import { netnsMissing, type RawClient } from './fixtures/netns.js';
-import { frozenJob, serverBarrierIn, barriersCompleted, logTail, type FrozenJob } from './fixtures/frozen-job.js';
+import t from 'tap';
+import { netnsMissing } from './fixtures/netns.js';
+import { frozenJob, serverBarrierIn, barriersCompleted, finalizeBoth, secondBarrierIsNew, QUIET_MS } from './fixtures/frozen-job.js';
 
 const skip = netnsMissing() ?? false;
-const QUIET_MS = 1500;
-
-async function finalizeBoth(t: Test, job: FrozenJob, a: RawClient, b: RawClient): Promise<void> {
-  await a.request('cmd=finalize', /^cmd=finalize_ack rc=0/, `${a.label}: finalize_ack`);
-  await b.request('cmd=finalize', /^cmd=finalize_ack rc=0/, `${b.label}: finalize_ack`);
-  t.equal((await job.serverExit()).code, 0, `serve saw a normal job (${logTail(job.serverLogs.stderr)})`);
-  t.equal((await job.relayExit()).code, 0, 'the relay ended with both sessions finalized');
-}
 
 t.test('Unix, SIGSTOP in a barrier: the unread barrier_out is delivered once to the new process', { skip }, async (t) => {
   const job = await frozenJob(t, { listen: 'unix' });
@@ -51,13 +43,5 @@ t.test('Unix, barrier_out read, then SIGSTOP: the new process\'s barrier_in is a
   a.kill('SIGSTOP'); // A's process read the bytes: the relay's SIOCOUTQ is 0
 
   const a2 = await job.rank(0, 'A\'');
-  const entered = serverBarrierIn(job, 1, 'A\'s barrier_in of the second barrier to reach the server');
-  a2.send('cmd=barrier_in');
-  await entered;
-  await a2.none(QUIET_MS, 'no barrier_out before B enters the second barrier (the first one\'s must not be replayed)');
-  b.send('cmd=barrier_in');
-  await a2.next(/^cmd=barrier_out rc=0/, 'A\': barrier_out of the second barrier');
-  await b.next(/^cmd=barrier_out rc=0/, 'B: barrier_out of the second barrier');
-  t.equal(barriersCompleted(job), 2, 'the server saw two barriers');
-  await finalizeBoth(t, job, a2, b);
+  await secondBarrierIsNew(t, job, a2, b);
 });
