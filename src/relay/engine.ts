@@ -436,6 +436,10 @@ export class RelayEngine {
     // A new spawn block waits for the upstream like any request (lock-step); the segments after the
     // first endcmd (inflight is the spawn itself) and the lines inside a block go straight on.
     const busy = session.state === 'opening' || (session.inflight !== null && session.inflight.cmd !== BLOCK);
+    if (session.state === 'finalized' && cmd === BLOCK && !busy) {
+      // The upstream connection is done: nothing goes there any more (a block's lines would).
+      return this.answer(session, client, line, `cmd=spawn_result rc=-1 msg=${wireMsg(`PMI_ID_${session.id}_already_finalized`)}\n`, out);
+    }
     if (session.inSpawn || (cmd === BLOCK && !busy)) return this.spawnLine(session, line, out);
     if (cmd === 'initack') {
       // A client repeating its handshake on the same connection: answer from the session.
