@@ -76,11 +76,12 @@ start() { # name command… ; runs it in the background, its output in log/NAME.
   started+=("$pid")
 }
 
-# Two free TCP ports: ask the kernel for ephemeral ones via ss, choose outside them at random.
+# Two free TCP ports, chosen at random below Linux's ephemeral range (32768-60999, where srun's
+# and everyone's outgoing connections get theirs), checked free with ss.
 free_port() {
   local p
   for _ in $(seq 50); do
-    p=$((20000 + RANDOM % 20000))
+    p=$((10000 + RANDOM % 20000))
     if ! ss -Htan "( sport = :$p )" | grep -q .; then
       echo "$p"
       return
