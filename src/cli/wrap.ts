@@ -21,6 +21,7 @@ import { runChild, type WrapConnection } from './wrap-child.js';
 import { attachHandStarted } from './wrap-attach.js';
 import { outliveDump } from './wrap-checkpoint.js';
 import { isRefusal, logAllBut, noticeRefusals } from './wrap-notices.js';
+import { startTap, TAP_OPTIONS } from './tap-options.js';
 import { ObserverBus } from '../host/bus.js';
 import { RelayHost } from '../host/relay-host.js';
 import { startsRankItself, TOOL_NAMES } from '../launcher/debuggers.js';
@@ -29,7 +30,7 @@ const LOOPBACK_TCP = { kind: 'tcp', host: '127.0.0.1', port: 0 } as const;
 
 export const spec: CommandSpec = {
   name: 'wrap',
-  usage: 'pmibridge wrap [--pmi fd|tcp|unix|auto] [--attach[=RANK|all]] [--checkpoint] [--upstream URL|env] [--hold DURATION] [--] program [args…]',
+  usage: 'pmibridge wrap [--pmi fd|tcp|unix|auto] [--attach[=RANK|all]] [--checkpoint] [--upstream URL|env] [--hold DURATION] [--tap URL] [--] program [args…]',
   summary: 'Run one rank behind a private relay: the child reaches the relay by --pmi, the relay speaks to the upstream.',
   description: [
     'Default upstream: env (the PMI_FD or PMI_PORT+PMI_ID that launched wrap), e.g.',
@@ -58,6 +59,10 @@ export const spec: CommandSpec = {
     'A bare --attach (or --attach all) does so in every slot. Other slots run the program as usual:',
     '  mpiexec.hydra -n 4 pmibridge wrap --attach 2 -- ./prog',
     '',
+    '--tap ws://127.0.0.1:0: stream this rank\'s PMI traffic (both legs: child->relay, relay->upstream',
+    'and the answers) to observers, as relay --tap does; the address and token go to stderr first:',
+    '  srun -n 4 --mpi=pmi2 --label pmibridge wrap --tap ws://127.0.0.1:0 -- ./prog',
+    '',
     'Exit status: the child\'s (128+N when a signal killed it); 127 when it cannot be started;',
     '1 when the upstream cannot be reached; 2 for a bad command line.',
   ].join('\n'),
@@ -73,6 +78,7 @@ export const spec: CommandSpec = {
     checkpoint: { type: 'boolean', help: 'the rank may be checkpointed with CRIU: a SIGKILL before PMI finalize keeps its session for the restored process (implies --pmi tcp)' },
     upstream: { type: 'string', arg: 'URL|env', default: 'env', help: 'the PMI server to forward to' },
     ...RELAY_OPTIONS,
+    ...TAP_OPTIONS,
   },
 };
 
@@ -116,6 +122,9 @@ export async function main(argv: string[]): Promise<number> {
   const logView = new ObserverBus();
   logBus(logView, log);
   logAllBut(bus, logView, isRefusal);
+  // Before anything reaches the upstream or the child: a bad --tap is a usage error, and observers
+  // can be watching before the child's first line.
+  const tap = await startTap('wrap', values, bus, upstream.description, 'relay');
   const host = new RelayHost({ upstream: upstream.spec, holdMs, bus, kvsCache: values['no-kvs-cache'] !== true, mapId: (id) => (id === session ? session : undefined) });
   try {
     let identity;
@@ -146,6 +155,7 @@ export async function main(argv: string[]): Promise<number> {
     const afterKill = checkpoint && conn.mode === 'port' ? (pid: number | undefined) => outliveDump({ host, session, rank: identity.rank, pmiPort: conn.pmiPort }, pid) : undefined;
     return await runChild({ ...slot, conn, ...(afterKill ? { afterKill } : {}) }, prog, args);
   } finally {
+    await tap?.close();
     await host.close();
   }
 }

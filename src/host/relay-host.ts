@@ -284,7 +284,7 @@ export class RelayHost {
           this.upstreams.get(a.session)?.send(a.data);
           break;
         case 'upstream-close':
-          this.upstreams.get(a.session)?.end();
+          this.closeUpstream(a.session);
           break;
         case 'timer-set': {
           clearTimeout(this.timers.get(a.session));
@@ -305,6 +305,24 @@ export class RelayHost {
           break;
       }
     }
+  }
+
+  /**
+   * An upstream connection we opened is ended (FIN after what we wrote). An inherited PMI_FD is
+   * let go the way a rank lets it go: after finalize with a shutdown, as MPICH 4.0.2's PMI_Finalize
+   * does; otherwise only closed, as a process's exit closes it. Slurm's stepd holds a copy of each
+   * task's end, so a close is invisible to it (it learns of the task's end from the task's exit),
+   * while a shutdown makes it read EOF, and it then logs `mpi/pmi2: read length 0` in a loop until
+   * the step ends (thousands of lines after an MPI_Abort), or, before the first line (a program
+   * that never spoke PMI), dies with `fatal: this is impossible` and the step hangs. hydra holds
+   * no copy: it sees EOF either way.
+   */
+  private closeUpstream(session: SessionId): void {
+    const conn = this.upstreams.get(session);
+    if (!conn) return;
+    const finalized = this.engine.sessionStates().some((s) => s.session === session && s.state === 'finalized');
+    if (this.opts.upstream.kind === 'fd' && !finalized) conn.release();
+    else conn.end();
   }
 
   /** Per-line bus event, with the session (and rank, once known) of the connection. */

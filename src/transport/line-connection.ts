@@ -20,7 +20,7 @@
  */
 import type { Socket } from 'node:net';
 import { LineFramer, type Framed } from '../protocol/line-framer.js';
-import { destroyAfterEnd } from './close-soon.js';
+import { CLOSE_MAX_MS, destroyAfterEnd } from './close-soon.js';
 
 export interface LineConnectionHandlers {
   onInput(input: Framed): void;
@@ -118,6 +118,33 @@ export class LineConnection {
     this.heldBytes = null;
     this.socket.end();
     destroyAfterEnd(this.socket, graceMs, undefined, this.handlers.beforeRelease);
+  }
+
+  /**
+   * Flush what was sent, then close our descriptor WITHOUT a shutdown(): what a process does to a
+   * socket it inherited when it exits. A peer that holds a copy of our end (Slurm's stepd keeps
+   * the task's end of each PMI socketpair) then sees nothing, while a FIN from `end()` would make
+   * it read EOF; a peer that does not (hydra) sees EOF once no one holds our end any more. Closed
+   * when what we wrote reached the kernel, or after CLOSE_MAX_MS if the peer never reads it.
+   */
+  release(): void {
+    if (this.socket.destroyed || this.ending) return;
+    this.flush();
+    this.ending = true;
+    this.held = NO_FRAMES;
+    this.heldFrom = 0;
+    this.heldBytes = null;
+    this.socket.pause();
+    const close = () => {
+      clearTimeout(hard);
+      if (this.socket.destroyed) return;
+      this.handlers.beforeRelease?.();
+      this.socket.destroy();
+    };
+    const hard = setTimeout(close, CLOSE_MAX_MS);
+    hard.unref();
+    if (this.socket.writableLength === 0) close();
+    else this.socket.once('drain', close);
   }
 
   destroy(): void {
