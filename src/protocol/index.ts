@@ -13,3 +13,4 @@ export * from './pmi2-codec.js';
 export { PMI2_HEADER_LENGTH, PMI2_LENGTH_LIMIT, PMI2_MAX_FRAME, encodeFrame, escapeValue, frameHeader, parseFrameHeader, tokenizeFrame, isPmi2Tokens, type Pmi2Tokens, type Pmi2TokenizeFailure, type HeaderCheck } from './pmi2-frame.js';
 export * from './wire-framer.js';
 export * from './first-bytes.js';
+export { pmi2CatalogueMarkdown } from './describe.js';
