@@ -198,7 +198,7 @@ t.test('any order, aliases, unknown attributes kept aside, the first of a repeat
   t.ok(r.ok && isDeepStrictEqual(r.response, { cmd: 'name-lookup-response', rc: 0, port: 'p' }), "Slurm's value= is the port");
 });
 
-t.test('separators: ;; is one ;, the last ; may be missing, spaces before keys, NUL padding, bare words', async (t) => {
+t.test('separators: ;; is one ;, the last ; may be missing, spaces before keys, a NUL after the last pair ends the frame, bare words', async (t) => {
   const cases: ReadonlyArray<readonly [string, Pmi2Query]> = [
     ['cmd=kvs-put;key=k;value=a;;b;;;', { cmd: 'kvs-put', key: 'k', value: 'a;b;' }],
     ['cmd=kvs-put;key=k;value=;;', { cmd: 'kvs-put', key: 'k', value: ';' }],
@@ -207,6 +207,8 @@ t.test('separators: ;; is one ;, the last ; may be missing, spaces before keys, 
     ['cmd=kvs-put;key=k;value=;', { cmd: 'kvs-put', key: 'k', value: '' }],
     ['cmd=kvs-put;key=k=1;value=x=y;', { cmd: 'kvs-put', key: 'k=1', value: 'x=y' }],
     ['cmd=finalize;\0\0\0\0\0\0', { cmd: 'finalize' }],
+    ['cmd=finalize;\0\x7f\x01\0\xff\0', { cmd: 'finalize' }],
+    ['cmd=kvs-put;key=k;value=a\0junk', { cmd: 'kvs-put', key: 'k', value: 'a' }],
     ['cmd=finalize;junk;=v;', { cmd: 'finalize' }],
     ['cmd=kvs-get;key=\xff\xe9;', { cmd: 'kvs-get', key: '\xff\xe9' }],
   ];
@@ -292,6 +294,7 @@ t.test('a failure names the rc, the response to answer in and the thrid to echo'
     ['key=k;cmd=kvs-get;', 'E_NOT_PMI2', PMI_RC.FAIL, undefined],
     ['cmd=;', 'E_NO_COMMAND', PMI_RC.FAIL, undefined],
     ['cmd=kvs-put;key=k\0;value=v;', 'E_NUL_BYTE', PMI_RC.FAIL, undefined],
+    ['\0cmd=kvs-put;', 'E_NUL_BYTE', PMI_RC.FAIL, undefined],
   ];
   for (const [body, code, rc, response, thrid] of cases) {
     const d = decodePmi2Query(body);

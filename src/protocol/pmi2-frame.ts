@@ -18,7 +18,8 @@
  *   also kept in wire order for `spawn`, whose segments repeat their keys;
  * - `;;` inside a value reads as one `;` (legacy MPICH client, the design page); the last pair
  *   may lack its `;`; whitespace before a key is skipped (MPICH's `parse_v2` skips spaces);
- *   a word without `=` is kept in `bare`, and NUL bytes after the last `;` are ignored (padding).
+ *   a word without `=` is kept in `bare`; a NUL after the last `;` ends the frame, as it does for
+ *   every C reader (padding, or the legacy client's trailing bytes), a NUL before it is refused.
  *
  * Frames are latin1 strings: one char per byte, so lengths count bytes and UTF-8 passes unchanged.
  *
@@ -126,11 +127,15 @@ function isWhite(c: number): boolean {
   return c === SPACE || c === 9 || c === 10 || c === 13;
 }
 
-/** The body without the NUL padding that may follow its last `;`. */
-function stripPadding(body: string): string {
-  let end = body.length;
-  while (end > 0 && body.charCodeAt(end - 1) === 0) end--;
-  return end === body.length ? body : body.slice(0, end);
+/**
+ * The body as a C reader sees it: up to its first NUL, when no `;` follows that NUL (padding or
+ * garbage after the last pair, as the legacy MPICH client may send); null when a NUL sits inside
+ * the pairs.
+ */
+function cString(body: string): string | null {
+  const nul = body.indexOf('\0');
+  if (nul < 0) return body;
+  return body.indexOf(';', nul) < 0 ? body.slice(0, nul) : null;
 }
 
 /**
@@ -138,8 +143,8 @@ function stripPadding(body: string): string {
  * a value to the next `;` that is not doubled.
  */
 export function tokenizeFrame(frameBody: string): Pmi2Tokens | Pmi2TokenizeFailure {
-  const body = stripPadding(frameBody);
-  if (body.includes('\0')) return { reason: 'nul', detail: 'PMI-2 frame contains a NUL byte before its end' };
+  const body = cString(frameBody);
+  if (body === null) return { reason: 'nul', detail: 'PMI-2 frame contains a NUL byte before its last pair' };
   const n = body.length;
   const pairs: Array<readonly [string, string]> = [];
   const bare: string[] = [];

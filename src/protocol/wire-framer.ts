@@ -222,6 +222,13 @@ export class WireFramer {
           break;
         }
         case 'body': {
+          if (s.have === 0 && end - i >= s.length) {
+            // The whole body in this chunk (the usual case): no copy but the string.
+            out.push({ kind: 'frame', body: chunk.toString('latin1', i, i + s.length) });
+            i += s.length;
+            this.state = START;
+            break;
+          }
           const take = Math.min(end - i, s.length - s.have);
           s.parts.push(Buffer.from(chunk.subarray(i, i + take))); // copied: the chunk may be reused
           s.have += take;
