@@ -159,19 +159,21 @@ class Collected {
   readonly counts = new Map<ListSlot | null, number>();
   readonly items = new Map<ListSlot, { item: Map<number, string>; key: Map<number, string>; value: Map<number, string> }>();
   extra: Map<string, string> | undefined;
-  repeated: string[] | undefined;
 
   constructor(readonly scope: Scope) {}
 
-  /** Take one pair this scope knows; returns a problem for a value of the wrong type. */
+  /**
+   * Take one pair this scope knows; returns a problem for a value of the wrong type. A repeated
+   * attribute (or an alias of one already given) is ignored: the first wins.
+   */
   take(r: Resolved, key: string, raw: string): Problem | null {
     if (r.kind === 'attr') {
-      if (this.values[r.name] !== undefined) return this.repeat(key);
+      if (this.values[r.name] !== undefined) return null;
       const v = readValue(r, raw);
       if (isProblem(v)) return v;
       this.values[r.name] = v;
     } else if (r.kind === 'count') {
-      if (this.counts.has(r.list)) return this.repeat(key);
+      if (this.counts.has(r.list)) return null;
       if (!INT_RE.test(raw) || Number(raw) < 0) {
         return problem('E_BAD_INTEGER', PMI_RC.ERR_INVALID_ARG, `${key}_is_not_a_count`, `attribute ${key}=${JSON.stringify(raw)} is not a count`);
       }
@@ -180,21 +182,15 @@ class Collected {
       let lists = this.items.get(r.list);
       if (lists === undefined) this.items.set(r.list, (lists = { item: new Map(), key: new Map(), value: new Map() }));
       const m = lists[r.role];
-      if (m.has(r.index)) return this.repeat(key);
-      m.set(r.index, raw);
+      if (!m.has(r.index)) m.set(r.index, raw);
     }
     return null;
   }
 
+  /** An attribute this scope does not know: kept aside (the first of a repeated one). */
   keep(key: string, raw: string): void {
     const extra = (this.extra ??= new Map());
-    if (extra.has(key)) this.repeat(key);
-    else extra.set(key, raw);
-  }
-
-  private repeat(key: string): null {
-    (this.repeated ??= []).push(key);
-    return null;
+    if (!extra.has(key)) extra.set(key, raw);
   }
 
   /** The scope's typed values with its lists, or the first problem. */

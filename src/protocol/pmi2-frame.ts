@@ -109,7 +109,11 @@ export interface Pmi2Tokens {
   readonly pairs: ReadonlyArray<readonly [key: string, value: string]>;
   /** The same, first value of each key only (a Map: a peer's `__proto__` key is just a key). */
   readonly attrs: ReadonlyMap<string, string>;
-  /** Keys that came more than once (the first value was kept in `attrs`). Usually empty. */
+  /**
+   * Keys that came more than once (the first value was kept in `attrs`). Usually empty; a caller
+   * can refuse to cache what another reader could understand differently. (spawn's segments
+   * repeat their keys by design.)
+   */
   readonly repeated: readonly string[];
   /** Words without `=`. */
   readonly bare: readonly string[];
