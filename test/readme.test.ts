@@ -2,7 +2,7 @@
 import t from 'tap';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { catalogueMarkdown } from '../src/protocol/index.js';
+import { catalogueMarkdown, pmi2CatalogueMarkdown } from '../src/protocol/index.js';
 import { repoRoot } from './fixtures/cli.js';
 
 t.test('README protocol table matches the catalogue (update: pmibridge protocol)', async (t) => {
@@ -11,6 +11,19 @@ t.test('README protocol table matches the catalogue (update: pmibridge protocol)
   t.ok(m, 'README has the protocol-table markers');
   t.equal(m?.[1], catalogueMarkdown());
 });
+
+{
+  // The PMI-2 table (`pmibridge protocol --pmi-version 2`), once the README carries it.
+  const readme = readFileSync(join(repoRoot, 'README.md'), 'utf8');
+  const m = /<!-- protocol2-table:start -->\n([\s\S]*?)<!-- protocol2-table:end -->/.exec(readme);
+  t.test(
+    'README PMI-2 protocol table matches the catalogue (update: pmibridge protocol --pmi-version 2)',
+    { skip: m ? false : 'the README has no protocol2-table markers yet' },
+    async (t) => {
+      t.equal(m?.[1], pmi2CatalogueMarkdown());
+    },
+  );
+}
 
 t.test('README names the two set-up commands that CI runs', async (t) => {
   const readme = readFileSync(join(repoRoot, 'README.md'), 'utf8');

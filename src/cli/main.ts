@@ -15,7 +15,7 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<{ main(arg
   wrap: { summary: 'run one rank behind a private relay (PMI_FD inside, any upstream outside)', load: () => import('./wrap.js') },
   pmi: { summary: 'PMI client commands for use inside a rank (info, put, get, barrier, exchange)', load: () => import('./pmi.js') },
   tap: { summary: "watch a job's PMI traffic live in the terminal (from run/serve/relay --tap)", load: () => import('./tap.js') },
-  protocol: { summary: 'print the PMI-1 message catalogue pmibridge speaks', load: () => import('./protocol.js') },
+  protocol: { summary: 'print the PMI-1 (or PMI-2) message catalogue pmibridge speaks', load: () => import('./protocol.js') },
 };
 
 function usage(): string {

@@ -1,18 +1,28 @@
-/** `pmibridge protocol`: print the PMI-1 messages pmibridge speaks, from its own catalogue. */
-import { parseOrHelp, type CommandSpec } from './args.js';
+/** `pmibridge protocol`: print the PMI-1 (or PMI-2) messages pmibridge speaks, from its own catalogues. */
+import { parseOrHelp, stringOption, UsageError, type CommandSpec } from './args.js';
 import { EXIT } from './exit-codes.js';
-import { QUERIES, REPLIES, catalogueMarkdown } from '../protocol/index.js';
+import { PMI2_QUERIES, PMI2_RESPONSES, QUERIES, REPLIES, catalogueMarkdown, pmi2CatalogueMarkdown } from '../protocol/index.js';
 
 export const spec: CommandSpec = {
   name: 'protocol',
-  usage: 'pmibridge protocol [--json]',
-  summary: 'Print the PMI-1 message catalogue pmibridge reads and writes (Markdown, or JSON for scripts).',
-  options: { json: { type: 'boolean', help: 'print the catalogue tables as JSON' } },
+  usage: 'pmibridge protocol [--json] [--pmi-version 1|2]',
+  summary: 'Print the PMI-1 (or PMI-2) message catalogue pmibridge reads and writes (Markdown, or JSON for scripts).',
+  options: {
+    json: { type: 'boolean', help: 'print the catalogue tables as JSON' },
+    'pmi-version': { type: 'string', arg: '1|2', default: '1', help: 'which wire protocol: 1 (PMI-1 lines) or 2 (PMI-2 length-prefixed frames)' },
+  },
 };
 
 export function main(argv: string[]): Promise<number> {
   const parsed = parseOrHelp(spec, argv);
-  if (parsed?.values['json']) process.stdout.write(`${JSON.stringify({ queries: QUERIES, replies: REPLIES }, null, 2)}\n`);
-  else if (parsed) process.stdout.write(catalogueMarkdown());
+  if (!parsed) return Promise.resolve(EXIT.OK);
+  const version = stringOption(parsed.values, 'pmi-version');
+  if (version !== '1' && version !== '2') throw new UsageError(spec.name, `--pmi-version must be 1 or 2, got ${JSON.stringify(version)}`);
+  const json = parsed.values['json'] === true;
+  if (version === '2') {
+    process.stdout.write(json ? `${JSON.stringify({ queries: PMI2_QUERIES, responses: PMI2_RESPONSES }, null, 2)}\n` : pmi2CatalogueMarkdown());
+  } else {
+    process.stdout.write(json ? `${JSON.stringify({ queries: QUERIES, replies: REPLIES }, null, 2)}\n` : catalogueMarkdown());
+  }
   return Promise.resolve(EXIT.OK);
 }
