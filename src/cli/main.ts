@@ -19,7 +19,8 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<{ main(arg
 };
 
 function usage(): string {
-  const rows = Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(8)}${c.summary}`);
+  const width = Math.max(...Object.keys(COMMANDS).map((n) => n.length)) + 2;
+  const rows = Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(width)}${c.summary}`);
   return [
     'Usage: pmibridge <command> [options]',
     '',
