@@ -3,43 +3,52 @@
  * WebSocket frames over real sockets, against `serve`, a `relay` in front of it and both taps,
  * while a real MPICH job goes through the same serve and relay and completes.
  *
- * Set-up: `serve -n 4` (TCP and Unix listeners, a TCP tap, --identify-timeout 2s) and
- * `relay --upstream <serve's Unix socket> --sessions 2` (TCP and Unix listeners, a Unix-socket
- * tap). Four ranks of test/fixtures/c/pmi-soak.c — MPICH 4.0.2's own simple PMI client, linked
- * from the static libmpich.a — ranks 0 and 1 straight to serve, ranks 2 and 3 through the relay
- * (TCP, PMI_ID 2 and 3), put keys with known values, barrier, and read every rank's keys back
- * byte for byte, round after round, until the test creates the stop file.
+ * Set-up: `serve -n 6` (TCP and Unix listeners, a TCP tap, --identify-timeout 2s) and
+ * `relay --upstream <serve's Unix socket> --sessions 3` (TCP and Unix listeners, a Unix-socket
+ * tap). Ranks 0-3 run test/fixtures/c/pmi-soak.c — MPICH 4.0.2's own simple PMI client, linked
+ * from the static libmpich.a — 0 and 1 straight to serve, 2 and 3 through the relay (TCP): they put
+ * keys with known values, barrier, and read every one of them back byte for byte, round after
+ * round, until the test creates the stop file. Ranks 4 (serve, Unix) and 5 (relay, Unix) are fuzz
+ * ranks (fuzz-sockets.ts `fuzzRank`): they take part in every barrier and finalize with the job,
+ * and between barriers send fuzz batches as identified, initialized ranks.
  *
  * What the fuzzers may do, and why (src/server/engine.ts, src/relay/engine.ts):
- * - Fuzzing starts only once every rank is past its first barrier, so every rank is bound to its
- *   connection. From then on the server refuses every identification attempt without touching the
- *   ranks: `initack` of a live rank (E_PMIID_IN_USE, "the original goes on"), of a finalized rank
- *   (E_RANK_DONE) or of no rank (E_UNKNOWN_PMIID), and `init` without a handshake (E_JOB_FULL).
- *   So serve's fuzzers send those too, impersonation of the real ranks included; before that
- *   point an `init` would take a free rank, which is what PMI_PORT without PMI_ID means.
- * - A fuzz connection is never a rank, so nothing it sends can end the job: `abort` from an
- *   unidentified connection is answered "send initack first". No spare ranks: `serve -n 4+k`
- *   would make every barrier of the job wait for k ranks nobody runs.
+ * - Unidentified fuzz connections start only once every rank is past its first barrier, so every
+ *   rank is bound to its connection. From then on the server refuses every identification attempt
+ *   without touching the ranks: `initack` of a live rank (E_PMIID_IN_USE, "the original goes on"),
+ *   of a finalized rank (E_RANK_DONE) or of no rank (E_UNKNOWN_PMIID), and `init` without a
+ *   handshake (E_JOB_FULL). So serve's fuzzers send those too, impersonation of every rank
+ *   included; before that point an `init` would take a free rank (PMI_PORT without PMI_ID).
+ *   Nothing else an unidentified connection sends reaches the job: even `abort` is answered
+ *   "send initack first".
  * - The relay hands a session to a new connection with the same PMI_ID (same uid) by design (a
- *   restarted or restored rank takes over), closing the old connection: a fuzzer naming PMI_ID 2
- *   or 3 would cut a real rank off. Lines to the relay therefore never name 2 or 3 (`sparing`);
- *   they name other PMI_IDs, which the relay forwards to serve, which refuses them (0 and 1 are
- *   live there) — the relay then closes those sessions as refused. Lines after the first queue
- *   behind the handshake (up to the relay's flood limit) and are dropped with the session.
- * - The relay's `--sessions 2` counts a session whose upstream connection closed before its
+ *   restarted or restored rank takes over) and closes the old connection: a fuzzer naming PMI_ID
+ *   2, 3 or 5 would cut that rank off, and could then abort the job in its name. Lines to the
+ *   relay therefore never name those (`sparing`); they name other PMI_IDs, which the relay asks
+ *   serve for, which refuses them (0, 1 and 4 are live there, the rest no ranks); the relay then
+ *   forgets those sessions. Lines after the first queue behind the handshake (up to the relay's
+ *   flood limit) and go with the refused session.
+ * - The fuzz ranks are spare PMI_IDs of `serve -n 6`, usable because they keep the job's rules: a
+ *   rank must enter every barrier (else the others wait forever), must not finalize or abort
+ *   early, and must not be closed (a rank that started PMI and disconnects fails the job), so
+ *   their batches leave out `abort`, `finalize` and `barrier_in` (they send their own), never put
+ *   the real ranks' key names, and break runs of undecodable lines (8 in a row close a connection).
+ *   Rank 5 now and then hands its session to a new connection of its own (a takeover).
+ * - The relay's `--sessions 3` counts a session whose upstream connection closed before its
  *   handshake was answered as a failed one (a real rank's would be). When the job ends serve
  *   closes all its connections, including those of fuzz sessions still in their handshake, so the
- *   relay's fuzzers stop (and their sessions settle) before the stop file is created; serve's
- *   fuzzers and both taps' go on while the ranks finalize.
+ *   relay's unidentified fuzzers stop (and their sessions settle) before the stop file is created;
+ *   the fuzz ranks, serve's fuzzers and both taps' go on while the job completes.
  *
- * Asserted: serve and relay exit 0; every rank exits 0 having read back exactly what every rank
- * put in the same number of rounds; peak VmRSS of serve and relay ≤ 300 MiB; no tap answer 500
- * and no "internal error" logged; the authenticated paths (/metrics, an observer) answer during
- * the fuzz; the whole run well under 120 s.
+ * Asserted: serve and relay exit 0; every MPICH rank exits 0 having read back exactly what every
+ * MPICH rank put, in the same number of rounds as the fuzz ranks, which finish without a failure;
+ * peak VmRSS of serve and relay ≤ 300 MiB; no tap answer 500 and no internal error logged; the
+ * authenticated paths (/metrics, an observer) answer under fuzz; the whole run under 120 s.
  *
  * One seed per run, printed (`seed=N`); PMIBRIDGE_FUZZ_SEED=N replays the same input streams
  * (the interleaving, and so how much of each stream is sent, depends on timing).
- * PMIBRIDGE_FUZZ_SECONDS sets the minimum fuzzing time (default 32).
+ * PMIBRIDGE_FUZZ_SECONDS sets the minimum fuzzing time (default 32); fuzzing goes on past it
+ * until 1,000,000 lines, 70 s at most.
  */
 import t from 'tap';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -49,7 +58,7 @@ import { join } from 'node:path';
 import { collect, exitOf, startCli, until, waitForLine } from './fixtures/cli.js';
 import { mpichMissing, mpiProgram, staticPmiLibrary } from './fixtures/mpich.js';
 import { derive, fuzzSeed, Rng } from './fixtures/fuzz-rng.js';
-import { Counters, cpuSecondsOf, endpointOf, httpDriver, idleDriver, pmiDriver, RssSampler, wsDriver, type DriverContext, type Endpoint } from './fixtures/fuzz-sockets.js';
+import { Counters, cpuSecondsOf, endpointOf, fuzzRank, httpDriver, idleDriver, pmiDriver, RssSampler, wsDriver, type DriverContext, type Endpoint } from './fixtures/fuzz-sockets.js';
 import { getRequest, rawHttp, watch, within } from './fixtures/tap.js';
 
 const LINES_WANTED = 1_000_000;
@@ -57,8 +66,12 @@ const MIN_SECONDS = Number(process.env['PMIBRIDGE_FUZZ_SECONDS'] ?? 32);
 /** Past this, fuzzing stops even short of LINES_WANTED (and the count assertion fails). */
 const MAX_SECONDS = Math.max(MIN_SECONDS, 70);
 const RSS_LIMIT = 300 * 1024 * 1024;
-const RANKS = 4;
-const RELAY_IDS = [2, 3];
+/** Ranks running pmi-soak.c; the job's other ranks are fuzz ranks. */
+const MPICH_RANKS = 4;
+const FUZZ_RANKS = [4, 5];
+const SIZE = MPICH_RANKS + FUZZ_RANKS.length;
+/** PMI_IDs of the ranks that go through the relay (an MPICH rank's, a fuzz rank's). */
+const RELAY_IDS = [2, 3, 5];
 const KEYS = 16;
 
 const libmpich = staticPmiLibrary();
@@ -80,7 +93,7 @@ t.test('fuzz/soak: 1M mutated PMI lines, HTTP and WebSocket through serve, relay
   const stopFile = join(dir, 'stop');
 
   // ---- serve and relay -----------------------------------------------------------------------
-  const serve = startCli(['serve', '-n', String(RANKS), '--listen', 'tcp://127.0.0.1:0', '--listen', 'unix', '--tap', 'ws://127.0.0.1:0', '--identify-timeout', '2s', '--json']);
+  const serve = startCli(['serve', '-n', String(SIZE), '--listen', 'tcp://127.0.0.1:0', '--listen', 'unix', '--tap', 'ws://127.0.0.1:0', '--identify-timeout', '2s', '--json']);
   t.teardown(() => void (serve.exitCode === null && serve.signalCode === null && serve.kill('SIGKILL')));
   const serveOut = collect(serve);
   const info = JSON.parse((await waitForLine(serve, /^\{.*\}$/))[0]) as { kvsname: string; listeners: Array<{ PMI_PORT: string }>; tap: { url: string; token: string } };
@@ -105,24 +118,31 @@ t.test('fuzz/soak: 1M mutated PMI lines, HTTP and WebSocket through serve, relay
   );
   t.teardown(() => sampler.stop());
 
-  // ---- the real job ----------------------------------------------------------------------------
-  const ranks: Rank[] = Array.from({ length: RANKS }, (_, rank) => {
-    const env: NodeJS.ProcessEnv = { ...process.env, PMI_PORT: RELAY_IDS.includes(rank) ? relayTcp : serveTcp, PMI_ID: String(rank) };
-    for (const k of ['PMI_FD', 'PMI_RANK', 'PMI_SIZE']) delete env[k];
-    // Ranks stop on their own some time after the test would have stopped them (a safety net).
-    const child = spawn(program, [String(KEYS), stopFile, '50', String(MAX_SECONDS + 40)], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    t.teardown(() => void (child.exitCode === null && child.signalCode === null && child.kill('SIGKILL')));
-    return { child, out: collect(child) };
-  });
-  await until('every rank past its first barrier', () => ranks.every((r) => /^ready rank=\d+ size=4$/m.test(r.out.stdout)), 30_000);
-
-  // ---- fuzzers ---------------------------------------------------------------------------------
+  // ---- the job -----------------------------------------------------------------------------------
   const counters = new Counters();
+  let index = 0;
+  let gate = false;
   let fuzzing = true;
   let relayFuzzing = true;
   t.teardown(() => void (fuzzing = false)); // also when an assertion below throws
-  let index = 0;
   const ctx = (name: string, endpoint: Endpoint, running = () => fuzzing): DriverContext => ({ name, endpoint, rng: new Rng(derive(seed, index++)), counters, running });
+  const ranks: Rank[] = Array.from({ length: MPICH_RANKS }, (_, rank) => {
+    const env: NodeJS.ProcessEnv = { ...process.env, PMI_PORT: RELAY_IDS.includes(rank) ? relayTcp : serveTcp, PMI_ID: String(rank) };
+    for (const k of ['PMI_FD', 'PMI_RANK', 'PMI_SIZE']) delete env[k];
+    // Ranks stop on their own some time after the test would have stopped them (a safety net).
+    const child = spawn(program, [String(KEYS), stopFile, '50', String(MAX_SECONDS + 40), String(MPICH_RANKS)], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    t.teardown(() => void (child.exitCode === null && child.signalCode === null && child.kill('SIGKILL')));
+    return { child, out: collect(child) };
+  });
+  const fuzzRanks = FUZZ_RANKS.map((rank) => {
+    const through = RELAY_IDS.includes(rank) ? 'relay' : 'serve';
+    const endpoint = endpointOf(through === 'relay' ? relayUnix : serveUnix);
+    return fuzzRank(ctx(`${through}-rank`, endpoint), { rank, kvsname: info.kvsname, relay: through === 'relay', fuzz: () => gate && fuzzing });
+  });
+  await until('every rank past its first barrier', () => ranks.every((r) => new RegExp(`^ready rank=\\d+ size=${SIZE}$`, 'm').test(r.out.stdout)), 30_000);
+  gate = true;
+
+  // ---- fuzzers ---------------------------------------------------------------------------------
   const pmi = { kvsname: info.kvsname, identify: true };
   const relayPmi = { ...pmi, relay: { spare: RELAY_IDS } };
   const relayRunning = () => fuzzing && relayFuzzing;
@@ -190,6 +210,7 @@ t.test('fuzz/soak: 1M mutated PMI lines, HTTP and WebSocket through serve, relay
   t.ok(await settle(Promise.all(relayDrivers).then(() => true), 15_000), 'the relay fuzzers stop');
   writeFileSync(stopFile, '');
   const codes = await Promise.all(ranks.map((r) => exitWithin(r.child, 40_000)));
+  const fuzzed = await settle(Promise.all(fuzzRanks), 15_000);
   fuzzing = false;
   t.ok(await settle(Promise.all(drivers).then(() => true), 15_000), 'the fuzzers stop');
   const serveExit = await exitWithin(serve, 20_000);
@@ -211,17 +232,21 @@ t.test('fuzz/soak: 1M mutated PMI lines, HTTP and WebSocket through serve, relay
   t.comment(`peak RSS: serve ${MiB(sampler.peak.get('serve') ?? 0)}, relay ${MiB(sampler.peak.get('relay') ?? 0)}; total ${totalSeconds.toFixed(1)} s`);
 
   t.ok(linesDriven >= LINES_WANTED, `at least ${LINES_WANTED} lines driven (${linesDriven})`);
-  t.ok(['serve-tcp', 'serve-unix', 'relay-tcp', 'relay-unix'].every((k) => (linesByTarget.get(k) ?? 0) > 0), 'lines went to serve and relay, over TCP and Unix');
+  t.ok(['serve-tcp', 'serve-unix', 'relay-tcp', 'relay-unix', 'serve-rank', 'relay-rank'].every((k) => (linesByTarget.get(k) ?? 0) > 0), 'lines went to serve and relay, over TCP and Unix, from unidentified connections and from ranks');
   const rounds = new Set<string>();
   codes.forEach((c, rank) => {
     const out = ranks[rank]?.out as Rank['out'];
     const last = out.stdout.trim().split('\n').pop() ?? '';
     t.same(c, { code: 0, signal: null, late: false }, `rank ${rank} exits 0 in time (${last}${out.stderr ? `; stderr: ${out.stderr.slice(0, 300)}` : ''})`);
     const m = new RegExp(`^OK rank=${rank} rounds=(\\d+) gets=(\\d+)$`, 'm').exec(out.stdout);
-    t.ok(m, `rank ${rank} read back every value every rank put, byte for byte`);
+    t.ok(m, `rank ${rank} read back every value every MPICH rank put, byte for byte`);
     if (m) rounds.add(m[1] as string);
   });
-  t.equal(rounds.size, 1, `every rank ran the same rounds (${[...rounds].join(', ')})`);
+  FUZZ_RANKS.forEach((rank, i) => {
+    const r = fuzzed?.[i];
+    t.same(r && { rounds: String(r.rounds), failure: r.failure }, { rounds: [...rounds][0], failure: null }, `fuzz rank ${rank} took part in every round and finalized (${r ? `${r.takeovers} takeovers` : 'did not finish'})`);
+  });
+  t.equal(rounds.size, 1, `every MPICH rank ran the same rounds (${[...rounds].join(', ')})`);
   t.ok(Number([...rounds][0]) >= 5, 'the job ran rounds throughout the fuzz');
   t.same(serveExit, { code: 0, signal: null, late: false }, `serve exits 0${serveExit.code ? `: ${serveOut.stderr.slice(-500)}` : ''}`);
   t.same(relayExit, { code: 0, signal: null, late: false }, `relay exits 0${relayExit.code ? `: ${relayOut.stderr.slice(-500)}` : ''}`);
