@@ -699,7 +699,8 @@ t.test('upstream handshake refused: waiting clients get initack rc=-1 and are cl
   t.ok(h.closedByEngine.has(c));
   t.match(h.eventsOf('protocol-error'), [{ session: 9, message: /upstream refused PMI_ID 9: no_rank_for_9/ }]);
   t.match(h.actions.filter((a) => a.kind === 'upstream-close'), [{ session: 9 }]);
-  t.equal(h.state(9), 'closed');
+  t.match(h.eventsOf('session-closed'), [{ session: 9, refused: true }]);
+  t.equal(h.state(9), undefined, 'a refused session is forgotten (relay-hardening.test.ts)');
   t.end();
 });
 

@@ -132,3 +132,61 @@ t.test('spawn blocks through a real relay and server: cmd=spawn, mcmd=x and an o
   t.equal((await exitOf(relay, 20_000)).code, 0, 'the relay completed its one session');
   t.equal((await exitOf(server, 20_000)).code, 0, 'the job completed');
 });
+
+t.test('a PMI_ID the upstream refuses leaves no session behind; naming it again asks the upstream again', (t) => {
+  // Any client may name any PMI_ID: each refused one used to stay in the session table for good
+  // (the fuzz/soak test grew a relay by ~6 KiB per PMI_ID, 170 MiB in 40 s).
+  const h = new RelayHarness({ engine: { upstream: { mode: 'socket' }, holdMs: 60_000 }, server: { identity: (n) => (n < 4 ? { rank: n, size: 4 } : undefined) } });
+  const real = join(h, 0);
+  const answers = new Set<string>();
+  for (let id = 4; id < 2004; id++) {
+    const c = h.connect({ transport: 'tcp', uid: 1000 });
+    h.line(c, `cmd=initack pmiid=${id}`);
+    answers.add(h.take(c).join('|').replace(String(id), 'N'));
+    h.close(c);
+  }
+  t.same([...answers], ['cmd=initack rc=-1 msg=no_rank_for_N'], "each PMI_ID is refused with the upstream's reason");
+  t.same(h.engine.sessionStates().map((s) => s.session), [0], 'only the session the upstream accepted is kept');
+  t.equal(h.eventsOf('session-closed').filter((e) => e.refused).length, 2000, 'each refusal is still reported');
+  const again = h.connect({ transport: 'tcp', uid: 1000 });
+  h.line(again, 'cmd=initack pmiid=4');
+  t.same(h.take(again), ['cmd=initack rc=-1 msg=no_rank_for_4'], 'the same PMI_ID again: the upstream is asked again (not "session_4_is_closed")');
+  h.line(real, 'cmd=get_maxes');
+  t.same(h.take(real), ['cmd=maxes rc=0 kvsname_max=256 keylen_max=64 vallen_max=1024'], 'the real session is served');
+  t.end();
+});
+
+t.test('a refused session whose client left during the handshake: its hold timer is cleared with it', (t) => {
+  const h = new RelayHarness({ engine: { upstream: { mode: 'socket' }, holdMs: 60_000 }, autoConnect: false, server: { identity: () => undefined } });
+  const c = h.connect({ transport: 'tcp', uid: 1000 });
+  h.line(c, 'cmd=initack pmiid=7');
+  h.close(c);
+  t.equal(h.state(7), 'held');
+  t.equal(h.timers.get(7), 60_000, 'held, with a timer');
+  h.upstreamConnect(7);
+  t.equal(h.timers.has(7), false, 'the refusal cleared the timer');
+  t.same(h.engine.sessionStates(), [], 'and nothing of the session is left');
+  t.end();
+});
+
+t.test('over real sockets: a refused PMI_ID named again at once gets a fresh session, not the old connection closing', async (t) => {
+  // The refused session's upstream connection closes after its refusal; a new session of the same
+  // PMI_ID may be open by then. That late close must not be taken for the new session's (which
+  // would count as a failed session and end `--sessions 1` with exit 1).
+  const server = startCli(['serve', '-n', '1', '--listen', 'unix']);
+  const [, upstream] = await waitForLine(server, /^PMI_PORT=(\S+)$/);
+  const relay = startCli(['relay', '--upstream', upstream as string, '--listen', 'tcp://127.0.0.1:0', '--sessions', '1']);
+  const [, port] = await waitForLine(relay, /^PMI_PORT=(127\.0\.0\.1:\d+)$/);
+  for (let i = 0; i < 40; i++) {
+    const c = await rawSession(port as string);
+    t.match(await c.ask('cmd=initack pmiid=5\n'), [/^cmd=initack rc=-1 msg=no_rank_5_in_job_of_size_1$/], `attempt ${i + 1}: refused by the server`);
+    c.socket.destroy();
+  }
+  const c = await rawSession(port as string);
+  t.match(await c.ask('cmd=initack pmiid=0\n', 4), ['cmd=initack rc=0'], 'the real rank joins');
+  t.match(await c.ask('cmd=init pmi_version=1 pmi_subversion=1\n'), [/^cmd=response_to_init rc=0/]);
+  t.same(await c.ask('cmd=finalize\n'), ['cmd=finalize_ack rc=0']);
+  c.socket.destroy();
+  t.equal((await exitOf(relay, 20_000)).code, 0, 'the relay counted one session, finalized');
+  t.equal((await exitOf(server, 20_000)).code, 0, 'the job completed');
+});

@@ -303,3 +303,23 @@ t.test('snapshot of a relay: a session view merges with its rank once known, and
     [null, 6, 'failed'],
   ], 'still one view per session');
 });
+
+t.test('snapshot of a relay: a session the upstream refused leaves no view behind; a failed one stays', async (t) => {
+  // Any client may name any PMI_ID: a view kept per refused one grew the relay's tap without bound.
+  const events: BusEvent[] = [];
+  for (let id = 10; id < 1010; id++) {
+    events.push(
+      line('client->relay', `cmd=initack pmiid=${id}`, { conn: id }),
+      { type: 'relay', event: { type: 'session-opened', session: id, upstreamId: id, client: id } },
+      line('relay->upstream', `cmd=initack pmiid=${id}`, { session: id }),
+      line('upstream->relay', `cmd=initack rc=-1 msg=no_rank_${id}`, { session: id }),
+      line('relay->client', `cmd=initack rc=-1 msg=no_rank_${id}`, { conn: id, session: id }),
+      { type: 'relay', event: { type: 'session-closed', session: id, reason: `upstream refused PMI_ID ${id}`, refused: true } },
+    );
+  }
+  events.push(
+    { type: 'relay', event: { type: 'session-opened', session: 3, upstreamId: 3, client: 1 } },
+    { type: 'relay', event: { type: 'session-closed', session: 3, reason: 'the upstream server closed it' } },
+  );
+  t.same(feed('relay', events).snapshot().ranks.map((r) => [r.rank, r.session, r.state]), [[null, 3, 'closed']], 'only the session that failed is shown');
+});

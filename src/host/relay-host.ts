@@ -233,19 +233,24 @@ export class RelayHost {
       const a = spec.address;
       socket = a.kind === 'tcp' ? netConnect({ host: a.host, port: a.port, noDelay: true }) : netConnect({ path: a.path });
     }
-    const conn = new LineConnection(socket, this.maxLine, {
+    // A session the upstream refused is forgotten, and its PMI_ID may open a new one while the
+    // refused connection is still closing: only the session's current connection speaks for it.
+    const current = () => this.upstreams.get(session) === conn;
+    const conn: LineConnection = new LineConnection(socket, this.maxLine, {
       onInput: (input) => {
+        if (!current()) return;
         if (this.bus.wantsLines) this.emitLine('upstream->relay', input.kind === 'line' ? input.line : `${input.prefix}… (${input.length} bytes)`, { session });
         this.step({ kind: 'upstream-input', session, input });
       },
       onClose: (reason) => {
+        if (!current()) return;
         this.upstreams.delete(session);
         this.step({ kind: 'upstream-close', session, reason });
       },
     });
     this.upstreams.set(session, conn);
     if (spec.kind === 'fd' || !socket.connecting) this.step({ kind: 'upstream-connected', session });
-    else socket.once('connect', () => this.step({ kind: 'upstream-connected', session }));
+    else socket.once('connect', () => current() && this.step({ kind: 'upstream-connected', session }));
   }
 
   /**

@@ -18,7 +18,8 @@
  *      `get_universe_size` are answered from the session (never sent upstream twice); the request
  *      that was in flight at the disconnect, sent again, gets the kept reply exactly once (or waits
  *      for it);
- *    - a held session whose hold expires is closed upstream, so the server sees a failed rank.
+ *    - a held session whose hold expires is closed upstream, so the server sees a failed rank;
+ *    - a session whose PMI_ID the upstream refuses is forgotten (it never was one of the job's).
  *    The replay rules, and why each is safe, are in replay.ts.
  * 5. Receipt of replies (replay.ts): the last reply a client was sent is *unconfirmed* until the
  *    client sends its next line on that connection or the kernel says the bytes were taken
@@ -731,7 +732,22 @@ export class RelayEngine {
       }
     }
     // Refused with a reason (rc≠0): the PMI_ID was wrong. A garbled handshake is a failure.
-    this.closeSession(session, message, out, upstreamMsg !== undefined);
+    const refused = upstreamMsg !== undefined;
+    const wasHeld = session.state === 'held';
+    this.closeSession(session, message, out, refused);
+    if (refused) this.forget(session, wasHeld, out);
+  }
+
+  /**
+   * A session the upstream refused never was one of the job's: nothing of it is kept. Any client
+   * may name any PMI_ID, and keeping each refused one (for a "session_N_is_closed" answer) grew
+   * the relay without bound, ~6 KiB per PMI_ID named. The PMI_ID named again opens a new session
+   * and the upstream is asked again; its refused connection, still closing, is the host's to tell
+   * apart from the new one's.
+   */
+  private forget(session: Session, wasHeld: boolean, out: RelayAction[]): void {
+    this.sessions.delete(session.id);
+    if (wasHeld) out.push({ kind: 'timer-clear', session: session.id });
   }
 
   private ready(session: Session, out: RelayAction[]): void {

@@ -95,6 +95,11 @@ export class TapState {
       this.kvsKeys = Number(ev['keys'] ?? this.kvsKeys);
     } else if (ev.event === 'job-finished') {
       this.finished = Object.fromEntries(Object.entries(ev).filter(([k]) => k.startsWith('status.')));
+    } else if (ev.event === 'session-closed' && ev['refused'] === true && session !== undefined && !this.viewOfSession.has(session)) {
+      // The upstream refused its PMI_ID: never a session of the job, and the relay forgets it too.
+      // Any client may name any PMI_ID, so a view kept per refused one would grow without bound.
+      this.views.delete(`s${session}`);
+      return;
     }
     const next = STATE_OF[ev.event];
     if (next) {
