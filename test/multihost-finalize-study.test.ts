@@ -4,6 +4,7 @@
  *
  *   PMIB_FINALIZE_STUDY=20 npx tap --disable-coverage -t 0 test/multihost-finalize-study.test.ts
  *   PMIB_FINALIZE_STUDY=20 PMIB_FINALIZE_STUDY_ONLY=hydra-plain-2x1,hydra-wrap-2x1 npx tap …
+ *   PMIB_FINALIZE_STUDY=10 PMIB_FINALIZE_STUDY_ONLY=hydra-plain-3x1 PMIB_FINALIZE_STUDY_ENV='UCX_TLS=tcp,self' npx tap …
  *
  * Each run is one `hello` job (test/fixtures/c/hello.c: MPI_Init, ring, Allreduce, Barrier,
  * Finalize) across the fixture's hosts. A run is "ok" (ended with every status 0 within 8 s of the
@@ -20,6 +21,8 @@ import { helloLines, hydraAcross, serveWithRelays, settle, startRanks, whereStuc
 
 const runs = Number(process.env['PMIB_FINALIZE_STUDY'] ?? '0');
 const only = (process.env['PMIB_FINALIZE_STUDY_ONLY'] ?? '').split(',').filter(Boolean);
+/** Extra environment for every configuration's ranks: PMIB_FINALIZE_STUDY_ENV='UCX_TLS=tcp,self UCX_X=y'. */
+const extraEnv = Object.fromEntries((process.env['PMIB_FINALIZE_STUDY_ENV'] ?? '').split(/\s+/).filter(Boolean).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
 const skip = !(runs > 0) ? 'the finalize-hang study runs only with PMIB_FINALIZE_STUDY=<runs>' : (hostsMissing() ?? mpichMissing() ?? false);
 
 interface Config {
@@ -81,8 +84,9 @@ function median(xs: number[]): number {
 t.test('MPICH 4.0.2 finalize across hosts: outcomes per configuration', { skip }, async (t) => {
   const hs = await multiHost(t, 3);
   const hello = mpiProgram('hello');
-  for (const cfg of configs) {
-    if (only.length && !only.includes(cfg.name)) continue;
+  for (const base of configs) {
+    if (only.length && !only.includes(base.name)) continue;
+    const cfg = Object.keys(extraEnv).length ? { ...base, env: { ...base.env, ...extraEnv } } : base;
     const counts: Record<Outcome, number> = { ok: 0, 'hang-ucx': 0, 'hang-pmi': 0, fail: 0 };
     const finalize: number[] = [];
     const wheres: string[] = [];

@@ -8,12 +8,14 @@
  * Each with pmibridge's own client (`pmi exchange`, `pmi info --json`) and with MPICH.
  *
  * MPICH 4.0.2 (ch4:ucx, UCX 1.13) across hosts sometimes deadlocks in MPI_Finalize, with or without
- * pmibridge: a rank whose UCX disconnects completed waits in the PMI barrier that follows them,
- * while a peer still needs it to progress UCX to complete its own (fixed upstream by MPICH PR 6596,
- * which removed that barrier). One rank per host makes it rare (about 1 run in 40, measured); when
- * it happens, every rank has printed OK and at least one is still busy in UCX, not waiting on PMI:
- * the test then says so and passes. A job whose ranks all wait in PMI read() fails the test: that
- * would be a finalize barrier pmibridge never completed.
+ * pmibridge: a rank whose UCX disconnects completed waits in the PMI barrier MPICH 4.0.2 enters
+ * after them, while a peer spins in UCX progress until that rank answers its own disconnect
+ * (MPICH PR 6596, July 2023, removed that barrier). Measured here (the study in
+ * test/multihost-finalize-study.test.ts, 20 runs each): one rank on each of 2 hosts 1 hang in 60
+ * runs (plain hydra, hydra + wrap, serve + relays); 3 hosts or 2 ranks per host, 35-90 %. So MPICH
+ * runs here on 2 hosts, one rank each; should the job still not end after every rank printed OK,
+ * some rank busy in UCX (not waiting on PMI) is that deadlock: logged with stacks, and passed. A job
+ * whose ranks all wait in PMI read() fails the test: a finalize barrier pmibridge never completed.
  */
 import t, { type Test } from 'tap';
 import { exitOf, until } from './fixtures/cli.js';
@@ -95,9 +97,9 @@ t.test('hydra across hosts (-launcher manual), pmibridge wrap in every slot', { 
     );
   });
 
-  await t.test('MPICH ranks through wrap, one per host on h1, h2, h3', { skip: skipMpich }, async (t) => {
+  await t.test('MPICH ranks through wrap, one per host on h1 and h2', { skip: skipMpich }, async (t) => {
     const hello = mpiProgram('hello');
-    await checkHello(t, await hydraAcross(hs, 'h1,h2,h3', 3, ['pmibridge', 'wrap', '--', hello]), 3, 'hydra + wrap, 3 hosts');
+    await checkHello(t, await hydraAcross(hs, 'h1,h2', 2, ['pmibridge', 'wrap', '--', hello]), 2, 'hydra + wrap, 2 hosts');
   });
 });
 
@@ -138,12 +140,12 @@ t.test('serve on the bridge address, one relay per host, ranks started on each h
     t.equal((await exitOf(s.serve, 20_000)).code, 0, 'serve exits 0');
   });
 
-  await t.test('MPICH ranks, one per host on h1, h2, h3', { skip: skipMpich }, async (t) => {
+  await t.test('MPICH ranks, one per host on h1 and h2', { skip: skipMpich }, async (t) => {
     const hello = mpiProgram('hello');
-    const perHost = [1, 1, 1];
+    const perHost = [1, 1];
     const s = await serveWithRelays(hs, perHost);
     t.equal(s.mapping, 'none');
-    await checkHello(t, startRanks(s, perHost, hello, []), 3, 'serve + relays, 3 hosts');
+    await checkHello(t, startRanks(s, perHost, hello, []), 2, 'serve + relays, 2 hosts');
     const status = await settle({ output: () => '', errors: () => '', ended: exited(s.serve).then((x) => [x]) }, 5000);
     if (status) t.same(status, [{ code: 0, signal: null }], 'serve exits 0');
   });
