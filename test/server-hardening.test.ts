@@ -198,7 +198,7 @@ t.test('serve --listen tcp://0.0.0.0:0 checks the uid of a local process that co
   t.equal((await exitOf(server, 20_000)).code, 0, 'the job completed');
   const remoteLines = stderr.split('\n').filter((l) => /another host, admitted without a uid check/.test(l));
   t.equal(remoteLines.length, 1, 'the remote connection is logged once');
-  t.match(remoteLines[0], /"level":30.*10\.77\.0\.2:\d+/, 'at info, with its address');
+  t.match(remoteLines[0], /"level":40.*10\.77\.0\.2:\d+/, 'at warn (shown by default), with its address');
   t.notMatch(stderr, /10\.77\.0\.1:\d+\)?: a peer on another host/, 'local connections are not called remote');
 });
 

@@ -83,7 +83,7 @@ function levelOf(ev: BusEvent): Level {
         case 'put':
           return 'trace';
         case 'connected':
-          return ev.event.facts.remote ? 'info' : 'debug'; // nobody checked who a remote peer is: say so
+          return ev.event.facts.remote ? 'warn' : 'debug'; // nobody checked who a remote peer is: say so, with its address
         case 'initialized':
         case 'barrier':
           return 'debug';
@@ -192,6 +192,8 @@ function relayMessage(e: RelayEvent): string {
 function throttleKey(ev: BusEvent): { key: string; perConnection: boolean } | null {
   if (ev.type === 'peer-refused') return { key: ev.uid !== undefined ? `uid ${ev.uid}` : ev.peer.replace(/:\d+$/, ''), perConnection: false };
   if (ev.type === 'engine') {
+    // A peer on another host is written at warn; many of them share the global budget.
+    if (ev.event.type === 'connected' && ev.event.facts.remote) return { key: `remote ${(ev.event.facts.peer ?? '?').replace(/:\d+$/, '')}`, perConnection: false };
     if (ev.event.type === 'protocol-error' && ev.event.conn >= 0) return { key: `connection ${ev.event.conn}`, perConnection: true };
     if (ev.event.type === 'refused') return { key: `connection ${ev.event.conn}`, perConnection: false };
   }

@@ -2,7 +2,7 @@
 import { createLogger, logBus } from './log.js';
 import { intOption, parseOrHelp, splitCommand, stringOption, UsageError, type CommandSpec } from './args.js';
 import { EXIT } from './exit-codes.js';
-import { JOB_OPTIONS, jobOptions } from './server-options.js';
+import { JOB_OPTIONS, jobOptions, processMappingChoice } from './server-options.js';
 import { parseDuration } from './relay-options.js';
 import { startTap, TAP_OPTIONS } from './tap-options.js';
 import { ObserverBus } from '../host/bus.js';
@@ -31,7 +31,7 @@ export const spec: CommandSpec = {
     pmi: { type: 'string', arg: 'fd|tcp|unix', default: 'fd', help: 'how ranks reach the server: inherited socket, loopback TCP, or a private Unix socket' },
     label: { short: 'l', type: 'boolean', help: 'prefix each output line with [rank]' },
     attach: { type: 'string', arg: 'RANK', help: 'do not start RANK; print the environment and command to start it by hand (e.g. under lldb) and wait for it' },
-    'tcp-host': { type: 'string', arg: 'HOST', default: '127.0.0.1', help: 'address the TCP listener binds (loopback unless told otherwise)' },
+    'tcp-host': { type: 'string', arg: 'HOST', default: '127.0.0.1', help: 'address the TCP listener binds (loopback unless told otherwise; elsewhere, PMI_process_mapping is not preset unless --process-mapping)' },
     relay: { type: 'boolean', help: 'put a relay between the ranks and the server (which then listens only on a private Unix socket); with --attach, the hand-started rank can reconnect' },
     hold: { type: 'string', arg: 'DURATION', help: 'with --relay: how long a disconnected rank\'s session waits for it to reconnect (default 5m; 0, inf)' },
     ...JOB_OPTIONS,
@@ -57,11 +57,20 @@ export async function main(argv: string[]): Promise<number> {
   if (pmi !== 'fd' && pmi !== 'tcp' && pmi !== 'unix') throw new UsageError('run', `--pmi must be fd, tcp or unix, got ${JSON.stringify(pmi)}`);
   const attach = intOption(spec, values, 'attach', 0, size - 1);
   const tcpHost = stringOption(values, 'tcp-host') ?? '127.0.0.1';
-  const server = jobOptions(spec, values);
+  // The TCP listener exists with --pmi tcp, and with --attach under --pmi fd (the hand-started
+  // rank's PMI_PORT); bound elsewhere than loopback, it lets ranks on other hosts in.
+  const tcpListener = pmi === 'tcp' || (pmi === 'fd' && attach !== undefined);
+  const exposed = tcpListener && !isLoopbackHost(tcpHost) ? [tcpHost] : [];
+  const mapping = processMappingChoice(spec, values, exposed);
+  const server = jobOptions(spec, values, exposed);
   const log = createLogger(stringOption(values, 'log-level') ?? 'warn', 'pmibridge-run');
   const bus = new ObserverBus();
   logBus(bus, log);
   if (!isLoopbackHost(tcpHost)) log.warn(`TCP listener on ${tcpHost}: any host that reaches it can join the job (PMI has no authentication)`);
+  if (exposed.length > 0) {
+    if (mapping.preset) log.warn(`PMI_process_mapping preset to (vector,(0,1,${size})) (${mapping.reason}): every rank must be on this host`);
+    else log.warn(`PMI_process_mapping is not preset (${mapping.reason}): MPICH ranks exchange hostnames instead`);
+  }
 
   const tap = await startTap('run', values, bus, server.kvsname ?? 'job', 'run');
   const holdText = stringOption(values, 'hold');

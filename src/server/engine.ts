@@ -98,6 +98,8 @@ export class ServerEngine {
   readonly universeSize: number;
   readonly limits: Limits;
   readonly debug: number;
+  /** The preset PMI_process_mapping, or null when none is preset. */
+  readonly processMapping: string | null;
   private readonly maxStrikes: number;
   private readonly conns = new Map<ConnId, Conn>();
   private readonly ranks: RankSlot[];
@@ -127,6 +129,7 @@ export class ServerEngine {
     this.maxStrikes = opts.maxStrikes ?? DEFAULT_MAX_STRIKES;
     this.ranks = Array.from({ length: this.size }, () => ({ conn: null, state: 'waiting' }));
     const mapping = opts.processMapping === undefined ? `(vector,(0,1,${this.size}))` : opts.processMapping;
+    this.processMapping = mapping;
     this.kvs = new EpochKvs(mapping === null ? [] : [['PMI_process_mapping', mapping]]);
   }
 

@@ -15,7 +15,7 @@ export interface ConnectionFacts {
   readonly uid?: number;
   /** A description of the peer for logs (address, pid…). */
   readonly peer?: string;
-  /** A TCP peer on another host, whose uid could not be checked (logged at info). */
+  /** A TCP peer on another host, whose uid could not be checked (logged at warn, with its address). */
   readonly remote?: boolean;
 }
 
