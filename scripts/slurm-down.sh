@@ -6,6 +6,8 @@
 #      whose environment names it;
 #   3. SIGTERM the daemons listed in DIR/pids (when the pid still runs that program), SIGKILL
 #      whatever still runs 10 s later.
+# With DIR/hosts (slurm-up.sh's SLURM_UP_HOSTS), squeue and scancel run inside the first host, and
+# each node's slurmd ("slurmd@NAME" in DIR/pids) is stopped like the others.
 # Idempotent; prints what it killed beyond the daemons. Exit 0 unless a pid survives SIGKILL.
 set -uo pipefail
 dir="${1:?usage: slurm-down.sh DIR}"
@@ -31,14 +33,20 @@ daemon_pid() { # NAME [WHAT] -> pid of NAME in DIR/pids, when it still runs WHAT
 # The guard (slurm-up.sh's SLURM_UP_WATCH_PID) is not needed once we run; unless we are it.
 if guard="$(daemon_pid guard pmibridge-slurm-guard)" && [ "$guard" != $$ ]; then kill -TERM "$guard" 2>/dev/null || true; fi
 
+# Slurm's clients reach slurmctld from inside the first host, when there are hosts.
+pre=()
+if [ -s "$dir/hosts" ]; then
+  holder="$(head -n 1 "$dir/hosts" | cut -d: -f3)"
+  if [ -d "/proc/$holder" ]; then pre=(nsenter -t "$holder" -n -u -i -m --); else pre=(false); fi
+fi
 if [ -f "$conf" ] && daemon_pid slurmctld >/dev/null; then
   export SLURM_CONF="$conf"
-  jobs="$(timeout 10 squeue -h -o %i 2>/dev/null | tr '\n' ' ')"
+  jobs="$(timeout 10 "${pre[@]}" squeue -h -o %i 2>/dev/null | tr '\n' ' ')"
   if [ -n "${jobs// /}" ]; then
     # shellcheck disable=SC2086
-    timeout 10 scancel $jobs 2>/dev/null || true
+    timeout 10 "${pre[@]}" scancel $jobs 2>/dev/null || true
     for _ in $(seq 40); do
-      [ -z "$(timeout 5 squeue -h -o %i 2>/dev/null)" ] && break
+      [ -z "$(timeout 5 "${pre[@]}" squeue -h -o %i 2>/dev/null)" ] && break
       sleep 0.25
     done
   fi
@@ -65,10 +73,12 @@ for pid in "${leftovers[@]}"; do
 done
 
 daemons=()
-for name in slurmd slurmctld munged; do
-  pid="$(daemon_pid "$name")" || continue
+slurmds=()
+[ -f "$pids_file" ] && mapfile -t slurmds < <(awk '$1 ~ /^slurmd@/ {print $1}' "$pids_file" | sort -u)
+for name in slurmd "${slurmds[@]}" slurmctld munged; do
+  pid="$(daemon_pid "$name" "${name%%@*}")" || continue
   kill -TERM "$pid" 2>/dev/null || true
-  daemons+=("$name:$pid")
+  daemons+=("${name%%@*}:$pid")
 done
 for _ in $(seq 100); do
   alive=0

@@ -17,6 +17,14 @@
 # SLURM_UP_TIMEOUT (seconds, default 60) bounds the wait for the node to be idle.
 # SLURM_UP_WATCH_PID=PID: also start a guard that runs slurm-down.sh DIR once PID is gone, so the
 # daemons never outlive a test process that was killed before its teardown (recorded as "guard").
+#
+# Several hosts (test/fixtures/slurm-hosts.ts): SLURM_UP_HOSTS="h1:10.77.0.1:PID h2:10.77.0.2:PID"
+# names hosts already set up as namespaces (test/fixtures/hosts.ts), each entered with
+# `nsenter -t PID -n -u -i -m` (its holder's network, UTS, IPC and mount namespaces; not
+# `ip netns exec`, which remounts /sys). Then slurmctld runs in the first host, one `slurmd -N NAME`
+# in each (NodeName=NAME NodeAddr=ADDR CPUs=4; spool, log and pid file per node), munged stays
+# here (its socket is a path in DIR, reachable from every host); the list is kept in DIR/hosts for
+# slurm-down.sh, and srun, sinfo or scontrol must run inside a host.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 dir="${1:?usage: slurm-up.sh DIR}"
@@ -58,6 +66,27 @@ install -d -o munge -g munge -m 755 "$dir/munge"
 install -d -m 755 "$dir/spool" "$dir/state" "$dir/log"
 : >"$dir/pids"
 
+# SLURM_UP_HOSTS: name:addr:holder-pid per host; in_host runs a command inside the first host.
+hosts=()
+read -r -a hosts <<<"${SLURM_UP_HOSTS:-}"
+for h in "${hosts[@]}"; do
+  IFS=: read -r hn ha hp <<<"$h"
+  [[ "$hn" =~ ^[a-z][a-z0-9-]*$ && "$ha" =~ ^[0-9.]+$ && "$hp" =~ ^[0-9]+$ ]] || { echo "slurm-up: bad SLURM_UP_HOSTS entry $h (name:addr:pid)" >&2; exit 1; }
+  kill -0 "$hp" 2>/dev/null || { echo "slurm-up: host $hn: no process $hp to enter" >&2; exit 1; }
+  install -d -m 755 "$dir/spool/$hn" # each node's own spool, made before its slurmd starts
+  echo "$h" >>"$dir/hosts"
+done
+host_pid() { local h; for h in "${hosts[@]}"; do [ "${h%%:*}" = "$1" ] && { echo "${h##*:}"; return; }; done; return 1; }
+enter_args() { # NAME -> the command prefix that enters host NAME, one word a line (none without SLURM_UP_HOSTS)
+  [ ${#hosts[@]} -eq 0 ] || printf '%s\n' nsenter -t "$(host_pid "$1")" -n -u -i -m --
+}
+enter() { # NAME command… : run inside host NAME
+  local pre=()
+  mapfile -t pre < <(enter_args "$1")
+  shift
+  "${pre[@]}" "$@"
+}
+
 started=()
 fail() {
   echo "slurm-up: $*" >&2
@@ -89,16 +118,34 @@ free_port() {
   done
   fail "no free TCP port found"
 }
-ctld_port="$(free_port)"
-slurmd_port="$(free_port)"
-while [ "$slurmd_port" = "$ctld_port" ]; do slurmd_port="$(free_port)"; done
-
-host="$(hostname -s)"
+if [ ${#hosts[@]} -eq 0 ]; then
+  ctld_port="$(free_port)"
+  slurmd_port="$(free_port)"
+  while [ "$slurmd_port" = "$ctld_port" ]; do slurmd_port="$(free_port)"; done
+  host="$(hostname -s)"
+  ctld_addr=127.0.0.1
+  node_files=""
+  nodes="NodeName=$host NodeAddr=127.0.0.1 CPUs=8 State=UNKNOWN"
+  node_names="$host"
+else
+  # The hosts' network namespaces are ours alone: Slurm's own ports are free there.
+  ctld_port=6817
+  slurmd_port=6818
+  IFS=: read -r host ctld_addr _ <<<"${hosts[0]}"
+  node_files="/%n"
+  nodes=""
+  node_names=""
+  for h in "${hosts[@]}"; do
+    IFS=: read -r hn ha _ <<<"$h"
+    nodes+="NodeName=$hn NodeAddr=$ha CPUs=4 State=UNKNOWN"$'\n'
+    node_names+="${node_names:+,}$hn"
+  done
+fi
 sock="$dir/munge/socket"
 cat >"$dir/slurm.conf" <<EOF
 # Written by scripts/slurm-up.sh: a private single-node cluster for pmibridge's tests.
 ClusterName=pmibridge
-SlurmctldHost=$host(127.0.0.1)
+SlurmctldHost=$host($ctld_addr)
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
@@ -107,11 +154,11 @@ AuthInfo=socket=$sock
 SlurmctldPort=$ctld_port
 SlurmdPort=$slurmd_port
 StateSaveLocation=$dir/state
-SlurmdSpoolDir=$dir/spool
+SlurmdSpoolDir=$dir/spool$node_files
 SlurmctldPidFile=$dir/slurmctld.pid
-SlurmdPidFile=$dir/slurmd.pid
+SlurmdPidFile=$dir/slurmd${node_files:+-%n}.pid
 SlurmctldLogFile=$dir/log/slurmctld.log
-SlurmdLogFile=$dir/log/slurmd.log
+SlurmdLogFile=$dir/log/slurmd${node_files:+-%n}.log
 SlurmctldDebug=info
 SlurmdDebug=info
 ProctrackType=proctrack/linuxproc
@@ -131,8 +178,8 @@ InactiveLimit=0
 MinJobAge=10
 SlurmctldTimeout=30
 SlurmdTimeout=60
-NodeName=$host NodeAddr=127.0.0.1 CPUs=8 State=UNKNOWN
-PartitionName=test Nodes=$host Default=YES MaxTime=30 State=UP OverSubscribe=YES
+$nodes
+PartitionName=test Nodes=$node_names Default=YES MaxTime=30 State=UP OverSubscribe=YES
 EOF
 export SLURM_CONF="$dir/slurm.conf"
 
@@ -146,8 +193,17 @@ if [ -n "${SLURM_UP_WATCH_PID:-}" ]; then
   start guard setsid sh -c ': pmibridge-slurm-guard; while kill -0 "$1" 2>/dev/null; do sleep 1; done; exec "$2" "$3"' \
     sh "$SLURM_UP_WATCH_PID" "$here/slurm-down.sh" "$dir"
 fi
-start slurmctld slurmctld -D -i -f "$SLURM_CONF"
-start slurmd slurmd -D -f "$SLURM_CONF" -N "$host"
+# The prefix is an external command (nsenter execs the daemon): the pid recorded is the daemon's.
+mapfile -t pre < <(enter_args "$host")
+start slurmctld "${pre[@]}" slurmctld -D -i -f "$SLURM_CONF"
+if [ ${#hosts[@]} -eq 0 ]; then
+  start slurmd slurmd -D -f "$SLURM_CONF" -N "$host"
+else
+  for h in "${hosts[@]}"; do
+    mapfile -t pre < <(enter_args "${h%%:*}")
+    start "slurmd@${h%%:*}" "${pre[@]}" slurmd -D -f "$SLURM_CONF" -N "${h%%:*}"
+  done
+fi
 
 deadline=$((SECONDS + timeout))
 state=""
@@ -155,12 +211,17 @@ while [ $SECONDS -lt $deadline ]; do
   for name_pid in $(awk '$1 != "guard" {print $1 ":" $2}' "$dir/pids"); do
     kill -0 "${name_pid#*:}" 2>/dev/null || fail "${name_pid%%:*} (pid ${name_pid#*:}) exited: $(tail -n 5 "$dir/log/${name_pid%%:*}.out" 2>/dev/null)"
   done
-  state="$(sinfo -h -N -n "$host" -o '%T' 2>/dev/null || true)"
+  # One "NAME STATE" line per node; idle once every node is.
+  lines="$(enter "$host" sinfo -h -N -n "$node_names" -o '%N %T' 2>/dev/null | sort -u || true)"
+  state="$(tr '\n' ' ' <<<"$lines")"
+  if [ -n "$lines" ] && [ "$(grep -c ' idle$' <<<"$lines")" -eq "$(tr ',' '\n' <<<"$node_names" | wc -l)" ] && [ "$(wc -l <<<"$lines")" -eq "$(tr ',' '\n' <<<"$node_names" | wc -l)" ]; then
+    state=idle
+    break
+  fi
   case "$state" in
-    idle) break ;;
-    down* | drain*) scontrol update NodeName="$host" State=RESUME >/dev/null 2>&1 || true ;;
+    *down* | *drain*) enter "$host" scontrol update NodeName="$node_names" State=RESUME >/dev/null 2>&1 || true ;;
   esac
   sleep 0.5
 done
-[ "$state" = idle ] || fail "node $host not idle within ${timeout}s (sinfo says: ${state:-nothing})"
+[ "$state" = idle ] || fail "nodes $node_names not all idle within ${timeout}s (sinfo says: ${state:-nothing})"
 echo "SLURM_CONF=$SLURM_CONF"
