@@ -407,6 +407,16 @@ t.test('a rank that sent init and disconnects before finalize fails the job with
   t.equal(h.engine.rankStates()[1]?.state, 'failed');
 });
 
+t.test('a rank the server closed for bad lines fails the job with that reason, not "it closed its connection"', async (t) => {
+  const h = new EngineHarness({ size: 2 });
+  const [r0] = h.initAll();
+  if (!r0) return;
+  for (let i = 0; i < 8; i++) r0.send('garbage');
+  t.ok(r0.closed, 'closed after 8 bad lines in a row');
+  r0.disconnect();
+  t.match(h.finished, { ok: false, exitCode: 1, rank: 0, reason: /^rank 0's PMI connection was closed by the server before finalize: it sent 8 bad lines in a row \(last: / });
+});
+
 t.test('a rank that never spoke PMI may disconnect: no failure, and it may come back', async (t) => {
   const h = new EngineHarness({ size: 2 });
   const quiet = h.fd(1);

@@ -73,6 +73,8 @@ interface Conn {
   strikes: number;
   spawn: SpawnAssembler | null;
   closing: boolean;
+  /** Why the server itself closed this connection, when it did (said when a rank is lost so). */
+  closedBecause?: string;
 }
 
 interface RankSlot {
@@ -201,7 +203,9 @@ export class ServerEngine {
       return out;
     }
     slot.state = 'failed';
-    const message = `rank ${rank} closed its PMI connection before finalize (the process died or closed the socket)`;
+    const message = conn.closedBecause !== undefined
+      ? `rank ${rank}'s PMI connection was closed by the server before finalize: it sent ${conn.closedBecause}`
+      : `rank ${rank} closed its PMI connection before finalize (the process died or closed the socket)`;
     out.push(event({ type: 'rank-failed', rank, message }));
     this.finish({ ok: false, exitCode: 1, reason: message, rank }, out);
     return out;
@@ -569,7 +573,8 @@ export class ServerEngine {
     else if (p.code !== 'E_MCMD') out.push(this.send(conn, failureReply('error', p)));
     if (conn.strikes >= this.maxStrikes) {
       conn.closing = true;
-      out.push({ kind: 'close', conn: conn.id, reason: `${conn.strikes} bad lines in a row (last: ${p.detail})` });
+      conn.closedBecause = `${conn.strikes} bad lines in a row (last: ${p.detail})`;
+      out.push({ kind: 'close', conn: conn.id, reason: conn.closedBecause });
     }
   }
 
