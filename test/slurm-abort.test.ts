@@ -7,17 +7,10 @@
 // without wrap. A private Slurm (test/fixtures/slurm.ts): root only; in CI a must.
 import t from 'tap';
 import { mpichMissing, mpiProgram } from './fixtures/mpich.js';
-import { countFlood, slurmMissing, slurmUp, type Slurm } from './fixtures/slurm.js';
+import { countFlood, slurmForFile, slurmMissing } from './fixtures/slurm.js';
 
 const skip = slurmMissing() ?? mpichMissing() ?? false;
-let slurm: Slurm | undefined;
-t.before(async () => {
-  if (!skip) slurm = await slurmUp(t);
-});
-const need = (): Slurm => {
-  if (!slurm) throw new Error('Slurm is not up');
-  return slurm;
-};
+const need = slurmForFile(t, skip);
 
 /** Runs per way (with wrap, without): the flood showed in about one run of three. */
 const RUNS = 8;

@@ -9,19 +9,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { collect, exitOf, runCli, startCli, until } from './fixtures/cli.js';
 import { mpichMissing, mpiProgram } from './fixtures/mpich.js';
-import { countFlood, slurmMissing, slurmUp, type Slurm } from './fixtures/slurm.js';
+import { countFlood, slurmForFile, slurmMissing } from './fixtures/slurm.js';
 import { toolMissing } from './fixtures/tools.js';
 import type { TapEv } from './fixtures/tap.js';
 
 const skip = slurmMissing() ?? mpichMissing() ?? false;
-let slurm: Slurm | undefined;
-t.before(async () => {
-  if (!skip) slurm = await slurmUp(t);
-});
-const need = (): Slurm => {
-  if (!slurm) throw new Error('Slurm is not up');
-  return slurm;
-};
+const need = slurmForFile(t, skip);
 
 const okLines = (out: string) => out.split('\n').filter((l) => /^hello rank=\d+ size=\d+ .* OK$/.test(l));
 
