@@ -142,11 +142,11 @@ t.test('init again after success is answered again', async (t) => {
   t.same(c.send('cmd=get_appnum'), ['cmd=appnum rc=0 appnum=0']);
 });
 
-t.test('init versions: 1.0 and 2.x refused, 1.1 ok on the same connection, 1.2 gets 1.1', async (t) => {
+t.test('init versions: 1.0 and 3.x refused, 2.0 switches to PMI-2, 1.1 ok on the same connection, 1.2 gets 1.1', async (t) => {
   const h = new EngineHarness({ size: 1 });
   const c = h.fd(0);
   t.same(c.send('cmd=init pmi_version=1 pmi_subversion=0'), ['cmd=response_to_init rc=-1 msg=pmi_version_1.0_not_supported_need_1.1']);
-  t.same(c.send('cmd=init pmi_version=2 pmi_subversion=0'), ['cmd=response_to_init rc=-1 msg=PMI-2_is_not_served_use_PMI-1']);
+  t.same(c.send('cmd=init pmi_version=2 pmi_subversion=0'), ['cmd=response_to_init rc=0 pmi_version=2 pmi_subversion=0'], 'PMI-2 is served (--pmi-version any)');
   t.same(c.send('cmd=init pmi_version=3 pmi_subversion=0'), ['cmd=response_to_init rc=-1 msg=pmi_version_3.0_not_supported_need_1.1']);
   t.same(c.send('cmd=get_maxes'), ['cmd=maxes rc=1 msg=init_required'], 'a refused init leaves the rank uninitialized');
   t.same(c.send('cmd=init pmi_subversion=2 pmi_version=1'), [INIT_OK], '1.2 is answered with 1.1 (as flux)');
@@ -735,7 +735,7 @@ t.test('well-formed but refused commands never count as bad lines, and reset the
   t.notOk(c.closed, 'the refused query reset the count');
   t.same(c.send(INIT), [INIT_OK]);
   const after: ReadonlyArray<readonly [string, string]> = [
-    ['cmd=init pmi_version=2 pmi_subversion=0', 'cmd=response_to_init rc=-1 msg=PMI-2_is_not_served_use_PMI-1'],
+    ['cmd=init pmi_version=2 pmi_subversion=0', 'cmd=response_to_init rc=-1 msg=already_initialized_with_PMI-1'],
     ['cmd=put key=PMI_x value=1', 'cmd=put_result rc=4 msg=keys_starting_with_PMI_are_reserved'],
     ['cmd=put key=e value=', 'cmd=put_result rc=6 msg=empty_value'],
     ['cmd=get key=nope', 'cmd=get_result rc=4 msg=key_nope_not_found'],

@@ -38,7 +38,7 @@ async function echoServer(opts: LineConnectionOptions, delayAttachMs = 0): Promi
         64,
         {
           onInput: (f) => {
-            const line = f.kind === 'line' ? f.line : `overlong ${f.length}`;
+            const line = f.kind === 'line' ? f.line : f.kind === 'overlong' ? `overlong ${f.length}` : f.kind;
             c.send(`got ${line}\n`);
             if (line === 'bye') c.end();
           },

@@ -10,6 +10,7 @@ export const JOB_OPTIONS: Readonly<Record<string, OptionSpec>> = {
   'universe-size': { type: 'string', arg: 'N', help: 'universe size reported to ranks (default: the job size)' },
   'no-process-mapping': { type: 'boolean', help: 'do not preset PMI_process_mapping (MPICH then exchanges hostnames); the default when a TCP listener is not loopback' },
   'process-mapping': { type: 'boolean', help: 'preset PMI_process_mapping=(vector,(0,1,N)) (all ranks on one node) even when a TCP listener is not loopback (default: only when every listener is loopback or a Unix socket)' },
+  'pmi-version': { type: 'string', arg: '1|2|any', default: 'any', help: 'wire versions ranks may speak: 1 (PMI-1 lines), 2 (PMI-2 frames) or any (default; PMI-1 and PMI-2 ranks share the job). A rank speaking another version is told so in its own protocol and fails the job' },
   'max-line': { type: 'string', arg: 'BYTES', help: 'longest request line accepted (default: kvsname_max+keylen_max+vallen_max+64 = 1408)' },
   'allow-uid': ALLOW_UID_OPTION,
   'kvs-max-keys': { type: 'string', arg: 'N', help: 'distinct keys the KVS may hold; a put of one more is answered rc=2 (default: 1048576)' },
@@ -55,9 +56,12 @@ export function jobOptions(spec: CommandSpec, values: ParsedValues, exposed: rea
     ...(maxNames !== undefined ? { maxNames } : {}),
   };
   const mapping = processMappingChoice(spec, values, exposed);
+  const pmiVersions = stringOption(values, 'pmi-version') ?? 'any';
+  if (pmiVersions !== '1' && pmiVersions !== '2' && pmiVersions !== 'any') throw new UsageError(spec.name, `--pmi-version must be 1, 2 or any, got ${JSON.stringify(pmiVersions)}`);
   if (!/^[!-~]{1,255}$/.test(kvsname)) throw new UsageError(spec.name, '--kvsname must be 1-255 printable characters without spaces');
   return {
     kvsname,
+    pmiVersions,
     ...(appnum !== undefined ? { appnum } : {}),
     ...(universe !== undefined ? { universeSize: universe } : {}),
     ...(mapping.preset ? {} : { processMapping: null }),

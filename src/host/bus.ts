@@ -9,8 +9,11 @@ import type { RelayEvent } from '../relay/types.js';
 export type BusEvent =
   | { readonly type: 'engine'; readonly event: EngineEvent }
   | { readonly type: 'relay'; readonly event: RelayEvent }
-  /** One wire line. `conn` is the server's connection or the relay's client; `session` the relay's. */
-  | { readonly type: 'line'; readonly leg: Leg; readonly line: string; readonly conn?: ConnId; readonly session?: number; readonly rank?: number }
+  /**
+   * One wire message: a PMI-1 line, or (`wire: 'pmi2'`) a PMI-2 frame's body without its length
+   * header. `conn` is the server's connection or the relay's client; `session` the relay's.
+   */
+  | { readonly type: 'line'; readonly leg: Leg; readonly line: string; readonly wire?: 'pmi2'; readonly conn?: ConnId; readonly session?: number; readonly rank?: number }
   | { readonly type: 'listening'; readonly pmiPort: string }
   | { readonly type: 'peer-refused'; readonly peer: string; readonly uid?: number; readonly reason: string }
   | { readonly type: 'closed'; readonly conn: ConnId; readonly reason: string; readonly rank?: number }

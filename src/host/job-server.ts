@@ -7,7 +7,8 @@
 import type { Socket } from 'node:net';
 import type { PmiAddress } from '../protocol/address.js';
 import { PMI_RC, problem } from '../protocol/errors.js';
-import type { Framed } from '../protocol/line-framer.js';
+import { wireItemText, type WireItem } from '../protocol/wire-framer.js';
+import { PMI2_HEADER_LENGTH } from '../protocol/pmi2-frame.js';
 import { ServerEngine, type EngineOptions } from '../server/engine.js';
 import type { Action, ConnId, ConnectionFacts, JobStatus } from '../server/types.js';
 import { fdLimit } from '../transport/fd-limit.js';
@@ -126,9 +127,10 @@ export class JobServer {
         }
         // After the engine read it (initack binds the rank) and before what it caused.
         if (watched) {
-          const line = input.kind === 'line' ? input.line : `${input.prefix}… (${input.length} bytes)`;
+          const line = wireItemText(input);
+          const wire = input.kind === 'frame' || (input.kind === 'overlong' && input.wire === 'pmi2') ? { wire: 'pmi2' as const } : {};
           const rank = before ?? this.engine.rankOf(id);
-          this.bus.emit({ type: 'line', leg: 'client->server', conn: id, line, ...(rank !== undefined ? { rank } : {}) });
+          this.bus.emit({ type: 'line', leg: 'client->server', conn: id, line, ...wire, ...(rank !== undefined ? { rank } : {}) });
         }
         this.apply(actions);
       },
@@ -178,7 +180,7 @@ export class JobServer {
   }
 
   /** `guard` for the per-line path, without a closure per line. */
-  private receive(id: ConnId, input: Framed): Action[] {
+  private receive(id: ConnId, input: WireItem): Action[] {
     try {
       return this.engine.receive(id, input);
     } catch (err) {
@@ -199,8 +201,10 @@ export class JobServer {
           if (!c) break;
           if (this.bus.wantsLines) {
             const rank = this.engine.rankOf(a.conn);
-            for (const line of a.data.split('\n').slice(0, -1)) {
-              this.bus.emit({ type: 'line', leg: 'server->client', conn: a.conn, line, ...(rank !== undefined ? { rank } : {}) });
+            // A PMI-2 frame starts with its length header (spaces, digits); PMI-1 replies are lines.
+            const frame = a.data.charCodeAt(0) === 0x20 || (a.data.charCodeAt(0) >= 0x30 && a.data.charCodeAt(0) <= 0x39);
+            for (const line of frame ? [a.data.slice(PMI2_HEADER_LENGTH)] : a.data.split('\n').slice(0, -1)) {
+              this.bus.emit({ type: 'line', leg: 'server->client', conn: a.conn, line, ...(frame ? { wire: 'pmi2' as const } : {}), ...(rank !== undefined ? { rank } : {}) });
             }
           }
           c.send(a.data);

@@ -9,6 +9,7 @@ import { defaultLimits } from '../protocol/limits.js';
 import { RelayEngine, type RelayEngineOptions, type UpstreamIdentity } from '../relay/engine.js';
 import type { ClientFacts, ClientId, RelayAction, RelayEvent, RelayInput, SessionId } from '../relay/types.js';
 import { LineConnection } from '../transport/line-connection.js';
+import { wireItemText } from '../protocol/wire-framer.js';
 import { listen, listenInherited, listenPrivateUnix, type AcceptedPeer, type Listener } from '../transport/listen.js';
 import { unreadBytes } from '../transport/unread-bytes.js';
 import { fdLimit } from '../transport/fd-limit.js';
@@ -169,7 +170,7 @@ export class RelayHost {
         // The line event goes out after the engine read the line (a first line, initack, names
         // the session) and before what it caused.
         this.step({ kind: 'client-input', client: id, input }, () => {
-          if (this.bus.wantsLines) this.emitLine('client->relay', input.kind === 'line' ? input.line : `${input.prefix}… (${input.length} bytes)`, { conn: id });
+          if (this.bus.wantsLines) this.emitLine('client->relay', wireItemText(input), { conn: id });
         });
         if (unidentified && this.engine.sessionOfClient(id) !== undefined) {
           unidentified = false;
@@ -236,18 +237,23 @@ export class RelayHost {
     // A session the upstream refused is forgotten, and its PMI_ID may open a new one while the
     // refused connection is still closing: only the session's current connection speaks for it.
     const current = () => this.upstreams.get(session) === conn;
-    const conn: LineConnection = new LineConnection(socket, this.maxLine, {
-      onInput: (input) => {
-        if (!current()) return;
-        if (this.bus.wantsLines) this.emitLine('upstream->relay', input.kind === 'line' ? input.line : `${input.prefix}… (${input.length} bytes)`, { session });
-        this.step({ kind: 'upstream-input', session, input });
+    const conn: LineConnection = new LineConnection(
+      socket,
+      this.maxLine,
+      {
+        onInput: (input) => {
+          if (!current()) return;
+          if (this.bus.wantsLines) this.emitLine('upstream->relay', wireItemText(input), { session });
+          this.step({ kind: 'upstream-input', session, input });
+        },
+        onClose: (reason) => {
+          if (!current()) return;
+          this.upstreams.delete(session);
+          this.step({ kind: 'upstream-close', session, reason });
+        },
       },
-      onClose: (reason) => {
-        if (!current()) return;
-        this.upstreams.delete(session);
-        this.step({ kind: 'upstream-close', session, reason });
-      },
-    });
+      { detectForeign: false }, // the upstream is the server we chose to talk to
+    );
     this.upstreams.set(session, conn);
     if (spec.kind === 'fd' || !socket.connecting) this.step({ kind: 'upstream-connected', session });
     else socket.once('connect', () => current() && this.step({ kind: 'upstream-connected', session }));

@@ -323,3 +323,21 @@ export class WireFramer {
     return nl + 1;
   }
 }
+
+/** An item as one line of text for logs and the tap (what the peer sent, or the start of it). */
+export function wireItemText(item: WireItem): string {
+  switch (item.kind) {
+    case 'line':
+      return item.line;
+    case 'frame':
+      return item.body;
+    case 'overlong':
+      return `${item.prefix}… (${item.length} bytes)`;
+    case 'bad-frame':
+      return item.header;
+    case 'foreign':
+      return item.prefix;
+    case 'truncated':
+      return `${item.prefix}… (cut short after ${item.length} bytes)`;
+  }
+}

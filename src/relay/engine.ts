@@ -29,7 +29,7 @@
  * 4. The client's handshake is answered from the upstream's: `initack` + `set` lines rewritten with
  *    the rank and size the upstream gave (or, for an inherited-fd upstream, PMI_RANK/PMI_SIZE).
  */
-import { formatReply, preview, tokenize, isTokens, wireMsg, type Framed, type Tokens } from '../protocol/index.js';
+import { formatReply, pmi2FailureResponse, pmi2ResponseFor, preview, tokenize, tokenizeFrame, isPmi2Tokens, isTokens, wireMsg, wireItemText, type Tokens, type WireItem } from '../protocol/index.js';
 import { RelayKvsCache, type CacheStats } from './kvs-cache.js';
 import { PutHistory, type Unconfirmed } from './replay.js';
 import type { ClientFacts, ClientId, RelayAction, RelayEvent, RelayInput, SessionId, SessionState } from './types.js';
@@ -226,9 +226,10 @@ export class RelayEngine {
     if (facts.pmiid !== undefined) this.bindClient(client, facts.pmiid, false, out);
   }
 
-  private clientInput(id: ClientId, input: Framed, out: RelayAction[]): void {
+  private clientInput(id: ClientId, input: WireItem, out: RelayAction[]): void {
     const client = this.clients.get(id);
     if (!client || client.closing) return;
+    if (input.kind !== 'line' && input.kind !== 'overlong') return this.clientNotPmi1(client, input, out);
     if (input.kind === 'overlong') {
       // The upstream applies its own limit; we will not buffer more than ours. Tell the client.
       const m = /^cmd=([^ \t]+)/.exec(input.prefix);
@@ -243,6 +244,37 @@ export class RelayEngine {
     // A lock-step client speaks again only after reading its reply: that reply is received.
     this.confirmed(session, out);
     this.request(session, client, line, out);
+  }
+
+  /**
+   * What a PMI-1 session cannot carry: a PMI-2 frame (answered in PMI-2, so the client fails at
+   * once instead of waiting), a stream that cannot be followed or another protocol (closed), a
+   * message cut short by EOF (only reported).
+   */
+  private clientNotPmi1(client: Client, input: Exclude<WireItem, { kind: 'line' | 'overlong' }>, out: RelayAction[]): void {
+    const id = client.id;
+    switch (input.kind) {
+      case 'truncated':
+        out.push(event({ type: 'protocol-error', client: id, message: `client ${id} closed its connection in the middle of a message (${preview(wireItemText(input))})` }));
+        return;
+      case 'frame': {
+        const t = tokenizeFrame(input.body);
+        const name = isPmi2Tokens(t) ? t.name : '';
+        const response = pmi2ResponseFor(name) ?? 'error-response';
+        if (response !== null) this.sendClient(client, pmi2FailureResponse(response, { rc: -1, msg: 'the_pmibridge_relay_does_not_carry_PMI-2_yet' }), out);
+        return this.dropClient(client, `client ${id} speaks PMI-2 (${preview(input.body)}); this relay carries PMI-1 sessions only`, out);
+      }
+      case 'bad-frame':
+        return this.dropClient(client, `client ${id}: ${input.detail}; the stream cannot be read any further`, out);
+      case 'foreign':
+        return this.dropClient(client, `client ${id} sent ${input.reason}`, out);
+    }
+  }
+
+  private dropClient(client: Client, message: string, out: RelayAction[]): void {
+    out.push(event({ type: 'protocol-error', client: client.id, message }));
+    client.closing = true;
+    out.push({ kind: 'client-close', client: client.id, reason: message });
   }
 
   /** A socket client's first line: `initack pmiid=N` names its session. */
@@ -646,9 +678,13 @@ export class RelayEngine {
     this.ready(session, out);
   }
 
-  private upstreamInput(id: SessionId, input: Framed, out: RelayAction[]): void {
+  private upstreamInput(id: SessionId, input: WireItem, out: RelayAction[]): void {
     const session = this.sessions.get(id);
     if (!session || session.state === 'closed') return;
+    if (input.kind !== 'line' && input.kind !== 'overlong') {
+      out.push(event({ type: 'protocol-error', session: id, message: `upstream sent what a PMI-1 session cannot carry (${input.kind}: ${preview(wireItemText(input))}); dropped` }));
+      return;
+    }
     if (input.kind === 'overlong') {
       out.push(event({ type: 'protocol-error', session: id, message: `upstream sent a ${input.length}-byte line; dropped` }));
       return;

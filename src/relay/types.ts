@@ -2,7 +2,7 @@
  * What goes into and comes out of the relay engine. Like the server engine it owns no sockets and
  * no clocks: the host opens upstream connections, runs timers and moves bytes when told to.
  */
-import type { Framed } from '../protocol/line-framer.js';
+import type { WireItem } from '../protocol/wire-framer.js';
 
 /** A client connection (a rank, or a process that took a rank's session over). */
 export type ClientId = number;
@@ -20,10 +20,10 @@ export interface ClientFacts {
 
 export type RelayInput =
   | { readonly kind: 'client-connect'; readonly client: ClientId; readonly facts: ClientFacts }
-  | { readonly kind: 'client-input'; readonly client: ClientId; readonly input: Framed }
+  | { readonly kind: 'client-input'; readonly client: ClientId; readonly input: WireItem }
   | { readonly kind: 'client-close'; readonly client: ClientId; readonly reason: string }
   | { readonly kind: 'upstream-connected'; readonly session: SessionId }
-  | { readonly kind: 'upstream-input'; readonly session: SessionId; readonly input: Framed }
+  | { readonly kind: 'upstream-input'; readonly session: SessionId; readonly input: WireItem }
   | { readonly kind: 'upstream-close'; readonly session: SessionId; readonly reason: string }
   | { readonly kind: 'timer'; readonly session: SessionId }
   /**

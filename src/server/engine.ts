@@ -30,16 +30,18 @@ import {
   problem,
   replyNameOf,
   rcText,
-  type Framed,
   type Limits,
   type Problem,
   type Query,
   type QueryOf,
   type Reply,
+  type WireItem,
 } from '../protocol/index.js';
 import { defaultLimits } from '../protocol/limits.js';
 import { EpochKvs } from './kvs.js';
 import { NameService } from './name-service.js';
+import { Pmi2Requests, pmi2Reply, type PmiVersions } from './pmi2-requests.js';
+import { foreignAnswer } from './foreign-answer.js';
 import type { Action, ConnId, ConnectionFacts, EngineEvent, JobStatus, RankState } from './types.js';
 
 export interface EngineOptions {
@@ -58,11 +60,14 @@ export interface EngineOptions {
   readonly debug?: number;
   /** Consecutive bad lines before a connection is closed. */
   readonly maxStrikes?: number;
+  /** Which wire versions ranks may speak: `any` (default), `1` (PMI-1 only) or `2` (PMI-2 only). */
+  readonly pmiVersions?: PmiVersions;
 }
 
 type Phase = 'new' | 'bound' | 'initialized' | 'finalized';
 
-interface Conn {
+/** A connection as the engine sees it (pmi2-requests.ts serves the PMI-2 ones). */
+export interface Conn {
   readonly id: ConnId;
   readonly facts: ConnectionFacts;
   rank: number | undefined;
@@ -75,6 +80,10 @@ interface Conn {
   closing: boolean;
   /** Why the server itself closed this connection, when it did (said when a rank is lost so). */
   closedBecause?: string;
+  /** The wire it speaks: PMI-2 after `init pmi_version=2` (or a first frame). */
+  wire: 'pmi1' | 'pmi2';
+  /** A PMI-2 fence's request id, echoed in the kvs-fence-response. */
+  fenceThrid?: string | undefined;
 }
 
 interface RankSlot {
@@ -92,6 +101,17 @@ export const DEFAULT_MAX_STRIKES = 8;
 
 /** Characters formatReply refuses to write (space and tab are refused earlier with their own code). */
 const UNSAFE_VALUE = /[\r\n\0]/;
+
+/** Why a value cannot travel in a PMI-1 reply (`get_result … value=`), or null. */
+function pmi1Unreadable(value: string): Problem | null {
+  // MPICH >= 4.1's parser rejects an empty `value=` in get_result ("Expecting value after =").
+  if (value.length === 0) return problem('E_EMPTY_VALUE', PMI_RC.ERR_INVALID_VAL, 'empty_value', 'empty values cannot be read back by MPICH >= 4.1 clients; put a non-empty value');
+  // We would have to write it back in get_result, and a space there breaks every MPICH client.
+  if (/[ \t]/.test(value)) return problem('E_VALUE_HAS_SPACE', PMI_RC.ERR_INVALID_VAL, 'value_contains_a_space', 'PMI-1 values cannot contain spaces (MPICH clients cannot read them back); encode the value');
+  // A CR (e.g. a client writing CRLF) would make formatReply throw when the value is read back.
+  if (UNSAFE_VALUE.test(value)) return problem('E_VALUE_HAS_CONTROL', PMI_RC.ERR_INVALID_VAL, 'value_contains_a_control_character', 'PMI-1 values cannot contain CR, LF or NUL (did the client send CRLF line endings?)');
+  return null;
+}
 
 export class ServerEngine {
   readonly size: number;
@@ -116,6 +136,8 @@ export class ServerEngine {
   private barrierCount = 0;
   private finalizedCount = 0;
   private result: JobStatus | null = null;
+  readonly pmiVersions: PmiVersions;
+  private readonly pmi2: Pmi2Requests;
 
   constructor(opts: EngineOptions) {
     if (!Number.isInteger(opts.size) || opts.size < 1) throw new TypeError(`job size must be a positive integer, got ${opts.size}`);
@@ -133,6 +155,8 @@ export class ServerEngine {
     const mapping = opts.processMapping === undefined ? `(vector,(0,1,${this.size}))` : opts.processMapping;
     this.processMapping = mapping;
     this.kvs = new EpochKvs(mapping === null ? [] : [['PMI_process_mapping', mapping]]);
+    this.pmiVersions = opts.pmiVersions ?? 'any';
+    this.pmi2 = new Pmi2Requests(this);
   }
 
   // ---- inputs ----------------------------------------------------------------------------------
@@ -141,7 +165,7 @@ export class ServerEngine {
   connect(id: ConnId, facts: ConnectionFacts): Action[] {
     const out: Action[] = [];
     if (this.conns.has(id)) throw new TypeError(`connection ${id} already exists`); // host bug, not peer input
-    const conn: Conn = { id, facts, rank: undefined, phase: 'new', spoke: false, inBarrier: false, strikes: 0, spawn: null, closing: false };
+    const conn: Conn = { id, facts, rank: undefined, phase: 'new', spoke: false, inBarrier: false, strikes: 0, spawn: null, closing: false, wire: 'pmi1' };
     this.conns.set(id, conn);
     out.push(event({ type: 'connected', conn: id, facts, ...(facts.rank !== undefined ? { rank: facts.rank } : {}) }));
     if (facts.rank !== undefined) {
@@ -153,14 +177,33 @@ export class ServerEngine {
   }
 
   /** One framed input from a connection. */
-  receive(id: ConnId, input: Framed): Action[] {
+  receive(id: ConnId, input: WireItem | { readonly kind: 'overlong'; readonly prefix: string; readonly length: number }): Action[] {
     const conn = this.conns.get(id);
     if (!conn || conn.closing) return [];
     if (this.result) return []; // the job is over; the host is tearing down
     const out: Action[] = [];
-    if (input.kind === 'overlong') {
-      this.lineTooLong(conn, input.prefix, input.length, out);
-      return out;
+    switch (input.kind) {
+      case 'line':
+        break;
+      case 'overlong':
+        if ('wire' in input && input.wire === 'pmi2') this.pmi2.frameTooLong(conn, input.prefix, input.length, out);
+        else this.lineTooLong(conn, input.prefix, input.length, out);
+        return out;
+      case 'frame':
+        this.pmi2.receive(conn, input.body, out);
+        return out;
+      case 'bad-frame':
+        this.unreadable(conn, `a bad PMI-2 frame (${input.detail}), after which its stream cannot be read`, out);
+        return out;
+      case 'foreign': {
+        const answer = foreignAnswer(input.protocol);
+        if (answer !== null) out.push(this.send(conn, answer));
+        this.unreadable(conn, `${input.reason}`, out);
+        return out;
+      }
+      case 'truncated':
+        out.push(event({ type: 'protocol-error', conn: conn.id, code: 'E_TRUNCATED', message: `the connection closed in the middle of a ${input.wire === 'pmi2' ? 'PMI-2 frame' : 'line'} (${input.length} bytes: ${JSON.stringify(input.prefix.slice(0, 60))})`, ...(conn.rank !== undefined ? { rank: conn.rank } : {}) }));
+        return out;
     }
     const line = input.line;
     if (conn.spawn?.active || line.startsWith('mcmd=')) {
@@ -184,6 +227,7 @@ export class ServerEngine {
     const conn = this.conns.get(id);
     if (!conn) return [];
     this.conns.delete(id);
+    this.pmi2.forget(conn);
     const out: Action[] = [];
     const rank = conn.rank;
     // Once the job is over, dropped connections are its consequence, not new failures.
@@ -256,9 +300,16 @@ export class ServerEngine {
 
   private dispatch(conn: Conn, q: Query, out: Action[]): void {
     if (q.cmd === 'initack') return this.initack(conn, q, out);
+    // A PMI-2 client names its rank only in fullinit, after this line (never with initack).
+    if (q.cmd === 'init' && q.pmi_version === 2 && conn.phase !== 'finalized') {
+      if (conn.phase === 'initialized' && conn.wire === 'pmi1') {
+        return this.answerFailure(conn, 'init', problem('E_ALREADY_INITIALIZED', PMI_RC.FAIL, 'already_initialized_with_PMI-1', 'init pmi_version=2 on a connection that already initialized PMI-1'), out);
+      }
+      return this.pmi2.init(conn, out);
+    }
     if (conn.phase === 'new') {
       if (q.cmd === 'init') {
-        const rank = this.ranks.findIndex((s) => s.conn === null && s.state === 'waiting');
+        const rank = this.freeRank();
         if (rank < 0) {
           return void out.push(...this.refuse(conn, problem('E_JOB_FULL', PMI_RC.FAIL, 'all_ranks_connected', `a connection sent init without initack but all ${this.size} ranks are already connected`), 'response_to_init'));
         }
@@ -320,8 +371,8 @@ export class ServerEngine {
     this.reply(conn, { cmd: 'initack', rc: 0, rank: conn.rank as number, size: this.size, appnum: this.appnum, debug: this.debug }, out);
   }
 
-  /** Why a connection may not become `rank`, or null. */
-  private bindProblem(rank: number): Problem | null {
+  /** @internal Why a connection may not become `rank`, or null. */
+  bindProblem(rank: number): Problem | null {
     if (!Number.isInteger(rank) || rank < 0 || rank >= this.size) {
       return problem('E_UNKNOWN_PMIID', PMI_RC.ERR_INVALID_ARG, `no_rank_${rank}_in_job_of_size_${this.size}`, `pmiid ${rank} is not a rank of this job (size ${this.size}); check PMI_ID`);
     }
@@ -335,7 +386,8 @@ export class ServerEngine {
     return null;
   }
 
-  private bind(conn: Conn, rank: number, how: 'fd' | 'initack' | 'anonymous', out: Action[]): void {
+  /** @internal */
+  bind(conn: Conn, rank: number, how: 'fd' | 'initack' | 'anonymous' | 'fullinit', out: Action[]): void {
     const slot = this.ranks[rank] as RankSlot;
     slot.conn = conn.id;
     slot.state = 'connected';
@@ -348,24 +400,56 @@ export class ServerEngine {
     const v = q.pmi_version;
     const sub = q.pmi_subversion;
     // 1.1 is what every PMI-1 client asks; a 1.2+ request gets 1.1 (we do not implement 1.2's
-    // grouped/tagged barriers), as flux does. 1.0 and 2.x are refused as flux's tests expect.
+    // grouped/tagged barriers), as flux does. 1.0 is refused as flux's tests expect.
     if (v !== 1 || sub < 1) {
-      const msg = v === 2 ? 'PMI-2_is_not_served_use_PMI-1' : `pmi_version_${v}.${sub}_not_supported_need_1.1`;
-      return this.answerFailure(conn, 'init', problem('E_VERSION', PMI_RC.FAIL, msg, `client asked for PMI ${v}.${sub}; pmibridge serves PMI 1.1`), out);
+      return this.answerFailure(conn, 'init', problem('E_VERSION', PMI_RC.FAIL, `pmi_version_${v}.${sub}_not_supported_need_1.1`, `client asked for PMI ${v}.${sub}; pmibridge serves PMI 1.1 and PMI 2.0`), out);
     }
-    conn.spoke = true;
-    if (conn.phase !== 'initialized') {
-      conn.phase = 'initialized';
-      const slot = this.ranks[conn.rank as number] as RankSlot;
-      slot.state = 'initialized';
-      out.push(event({ type: 'initialized', conn: conn.id, rank: conn.rank as number }));
-    }
+    if (this.pmiVersions === '2') return this.refuseVersion(conn, 1, out);
+    conn.wire = 'pmi1';
+    this.initialized(conn, out);
     this.reply(conn, { cmd: 'response_to_init', rc: 0, pmi_version: 1, pmi_subversion: 1 }, out);
+  }
+
+  /**
+   * A client speaking a version this job does not serve (`--pmi-version`): it is told so in its
+   * own protocol (the PMI-1 init line, or a PMI-2 frame), and the job ends with that reason — it
+   * cannot complete without this rank, and waiting for it would hang.
+   * @internal for pmi2-requests.ts
+   */
+  refuseVersion(conn: Conn, asked: 1 | 2, out: Action[], frameReply?: string): void {
+    const serves = this.pmiVersions === '1' ? 'PMI-1' : 'PMI-2';
+    const p = problem('E_VERSION', PMI_RC.FAIL, `this_job_serves_${serves}_only`, `this job serves ${serves} only (--pmi-version ${this.pmiVersions})`);
+    out.push(event({ type: 'refused', conn: conn.id, code: p.code, message: `a client asked for PMI-${asked}; ${p.detail}` }));
+    out.push(this.send(conn, frameReply ?? failureReply('response_to_init', p)));
+    conn.closing = true;
+    out.push({ kind: 'close', conn: conn.id, reason: p.detail });
+    const who = conn.rank !== undefined ? `rank ${conn.rank}` : `a client on connection ${conn.id}`;
+    const message = `${who} speaks PMI-${asked}, but ${p.detail}; run it with --pmi-version ${asked} or any`;
+    if (conn.rank !== undefined) {
+      const slot = this.ranks[conn.rank] as RankSlot;
+      if (slot.conn === conn.id) slot.conn = null;
+      slot.state = 'failed';
+      out.push(event({ type: 'rank-failed', rank: conn.rank, message }));
+    }
+    this.finish({ ok: false, exitCode: 1, reason: message, ...(conn.rank !== undefined ? { rank: conn.rank } : {}) }, out);
+  }
+
+  /**
+   * A stream the server cannot read any further (a PMI-2 length that is no number, another
+   * protocol): closed with the reason; a rank's own channel (PMI_FD) lost so fails the job.
+   */
+  private unreadable(conn: Conn, why: string, out: Action[]): void {
+    out.push(event({ type: 'protocol-error', conn: conn.id, code: 'E_UNREADABLE', message: why, ...(conn.rank !== undefined ? { rank: conn.rank } : {}) }));
+    conn.closing = true;
+    conn.closedBecause = why;
+    if (conn.rank !== undefined) conn.spoke = true; // its rank can no longer speak PMI: a failure, not a quiet exit
+    out.push({ kind: 'close', conn: conn.id, reason: why });
   }
 
   // ---- KVS -----------------------------------------------------------------------------------------------
 
-  private checkKey(key: string, kvsname: string | undefined): Problem | null {
+  /** @internal Is this key (and kvsname, if given) within the limits? */
+  checkKey(key: string, kvsname: string | undefined): Problem | null {
     const L = this.limits;
     if (kvsname !== undefined && kvsname.length >= L.kvsnameMax) {
       return problem('E_KVSNAME_TOO_LONG', PMI_RC.ERR_INVALID_LENGTH, `kvsname_length_${kvsname.length}_exceeds_max_${L.kvsnameMax - 1}`, `kvsname of ${kvsname.length} bytes; kvsname_max is ${L.kvsnameMax} including the NUL`);
@@ -378,13 +462,23 @@ export class ServerEngine {
   }
 
   private put(conn: Conn, rank: number, q: QueryOf<'put'>, out: Action[]): void {
-    const bad = this.checkKey(q.key, q.kvsname) ?? this.checkValue(q.key, q.value);
-    if (bad) return this.answerFailure(conn, 'put', bad, out, false);
-    const full = this.kvsFull(q.key, q.value);
-    if (full) return this.answerFailure(conn, 'put', full, out); // logged: the job is likely to fail on it
-    this.kvs.put(q.key, q.value);
-    out.push(event({ type: 'put', conn: conn.id, rank, key: q.key, bytes: q.value.length }));
+    const bad = this.store(conn, rank, q.key, q.value, q.kvsname, out);
+    if (bad) return this.answerFailure(conn, 'put', bad.p, out, bad.logIt);
     this.reply(conn, { cmd: 'put_result', rc: 0 }, out);
+  }
+
+  /**
+   * @internal A put of either wire into the one KVS; null when stored. PMI-2 values may hold
+   * spaces (frames are length-delimited); a PMI-1 get of such a value is refused (see get).
+   */
+  store(conn: Conn, rank: number, key: string, value: string, kvsname: string | undefined, out: Action[]): { p: Problem; logIt: boolean } | null {
+    const bad = this.checkKey(key, kvsname) ?? this.checkValue(key, value, conn.wire);
+    if (bad) return { p: bad, logIt: false };
+    const full = this.kvsFull(key, value);
+    if (full) return { p: full, logIt: true }; // logged: the job is likely to fail on it
+    this.kvs.put(key, value);
+    out.push(event({ type: 'put', conn: conn.id, rank, key, bytes: value.length }));
+    return null;
   }
 
   /** Would this put take the KVS past one of its limits? */
@@ -400,19 +494,13 @@ export class ServerEngine {
     return null;
   }
 
-  private checkValue(key: string, value: string): Problem | null {
+  private checkValue(key: string, value: string, wire: 'pmi1' | 'pmi2'): Problem | null {
     const L = this.limits;
-    // MPICH >= 4.1's parser rejects an empty `value=` in get_result ("Expecting value after =").
-    if (value.length === 0) return problem('E_EMPTY_VALUE', PMI_RC.ERR_INVALID_VAL, 'empty_value', 'empty values cannot be read back by MPICH >= 4.1 clients; put a non-empty value');
     if (value.length >= L.vallenMax) {
       return problem('E_VALUE_TOO_LONG', PMI_RC.ERR_INVALID_VAL_LENGTH, `value_length_${value.length}_exceeds_max_${L.vallenMax - 1}`, `value of ${value.length} bytes; vallen_max is ${L.vallenMax} including the NUL`);
     }
-    // We would have to write it back in get_result, and a space there breaks every MPICH client.
-    if (/[ \t]/.test(value)) return problem('E_VALUE_HAS_SPACE', PMI_RC.ERR_INVALID_VAL, 'value_contains_a_space', 'PMI-1 values cannot contain spaces (MPICH clients cannot read them back); encode the value');
-    // A CR (e.g. a client writing CRLF) would make formatReply throw when the value is read back.
-    if (UNSAFE_VALUE.test(value)) return problem('E_VALUE_HAS_CONTROL', PMI_RC.ERR_INVALID_VAL, 'value_contains_a_control_character', 'PMI-1 values cannot contain CR, LF or NUL (did the client send CRLF line endings?)');
     if (key.startsWith('PMI_')) return problem('E_RESERVED_KEY', PMI_RC.ERR_INVALID_KEY, 'keys_starting_with_PMI_are_reserved', `key ${key} is reserved (PMI_ keys belong to the process manager)`);
-    return null;
+    return wire === 'pmi1' ? pmi1Unreadable(value) : null;
   }
 
   private get(conn: Conn, q: QueryOf<'get'>, out: Action[]): void {
@@ -424,41 +512,53 @@ export class ServerEngine {
       if (value === undefined) {
         return this.answerFailure(conn, 'get', problem('E_KEY_NOT_FOUND', PMI_RC.ERR_INVALID_KEY, `key_${q.key}_not_found`, `key ${q.key} not found (puts become visible after the next barrier)`), out, false);
       }
+      // Put by a PMI-2 rank, with bytes a PMI-1 reply cannot carry.
+      const unreadable = pmi1Unreadable(value);
+      if (unreadable) return this.answerFailure(conn, 'get', problem(unreadable.code, unreadable.rc, `${unreadable.msg}_put_over_PMI-2`, `key ${q.key} was put by a PMI-2 rank with a value PMI-1 cannot carry: ${unreadable.detail}`), out);
       line = formatReply({ cmd: 'get_result', rc: 0, value });
       this.getReplies.set(q.key, line);
     }
     out.push(this.send(conn, line));
   }
 
+  /** @internal A committed value (or a preset key), for either wire. */
+  committed(key: string): string | undefined {
+    return this.kvs.get(key);
+  }
+
   // ---- name service ------------------------------------------------------------------------------------------
 
   private nameService(conn: Conn, q: QueryOf<'publish_name'> | QueryOf<'unpublish_name'> | QueryOf<'lookup_name'>, out: Action[]): void {
+    const replies = { publish_name: 'publish_result', unpublish_name: 'unpublish_result', lookup_name: 'lookup_result' } as const;
+    const r = this.nameOp(q.cmd, q.service, q.cmd === 'publish_name' ? q.port : undefined);
+    if ('p' in r) return this.answerFailure(conn, q.cmd, r.p, out, r.logIt);
+    this.reply(conn, r.port !== undefined ? { cmd: 'lookup_result', rc: 0, port: r.port } : ({ cmd: replies[q.cmd], rc: 0 } as Reply), out);
+  }
+
+  /** @internal The name service for either wire: a port (lookup), ok, or the problem. */
+  nameOp(op: 'publish_name' | 'unpublish_name' | 'lookup_name', service: string, port: string | undefined): { port?: string } | { p: Problem; logIt: boolean } {
+    const no = (p: Problem, logIt = false) => ({ p, logIt });
     // An empty name can be published but never usefully looked up, and an empty port would be
     // answered `port=`, which MPICH >= 4.1's parser rejects ("Expecting value after =").
-    if (q.service === '') {
-      return this.answerFailure(conn, q.cmd, problem('E_EMPTY_SERVICE', PMI_RC.ERR_INVALID_ARG, 'empty_service', `${q.cmd} with an empty service= name`), out, false);
-    }
-    switch (q.cmd) {
-      case 'publish_name':
-        if (q.port === '') {
-          return this.answerFailure(conn, q.cmd, problem('E_EMPTY_PORT', PMI_RC.ERR_INVALID_ARG, 'empty_port', `publish_name of service ${q.service} with an empty port= (lookup_name could not return it to MPICH >= 4.1 clients)`), out, false);
-        }
-        if (UNSAFE_VALUE.test(q.port)) {
-          return this.answerFailure(conn, q.cmd, problem('E_PORT_HAS_CONTROL', PMI_RC.ERR_INVALID_ARG, 'port_contains_a_control_character', 'a published port cannot contain CR, LF or NUL (lookup_name could not return it)'), out, false);
-        }
-        if (!this.names.has(q.service) && this.names.size >= this.limits.maxNames) {
+    if (service === '') return no(problem('E_EMPTY_SERVICE', PMI_RC.ERR_INVALID_ARG, 'empty_service', `${op} with an empty service name`));
+    const notFound = () => no(problem('E_SERVICE_NOT_FOUND', 1, 'service_not_found', `service ${service} is not published`));
+    switch (op) {
+      case 'publish_name': {
+        const p = port ?? '';
+        if (p === '') return no(problem('E_EMPTY_PORT', PMI_RC.ERR_INVALID_ARG, 'empty_port', `publish of service ${service} with an empty port (a lookup could not return it to MPICH >= 4.1 clients)`));
+        if (UNSAFE_VALUE.test(p)) return no(problem('E_PORT_HAS_CONTROL', PMI_RC.ERR_INVALID_ARG, 'port_contains_a_control_character', 'a published port cannot contain CR, LF or NUL (a lookup could not return it)'));
+        if (!this.names.has(service) && this.names.size >= this.limits.maxNames) {
           const max = this.limits.maxNames;
-          return this.answerFailure(conn, q.cmd, problem('E_NAMES_FULL', PMI_RC.ERR_NOMEM, `name_service_full_${max}_services`, `the name service holds ${max} services, its limit; publish_name of ${q.service} refused (unpublish some, or raise it with --max-names)`), out);
+          return no(problem('E_NAMES_FULL', PMI_RC.ERR_NOMEM, `name_service_full_${max}_services`, `the name service holds ${max} services, its limit; publish of ${service} refused (unpublish some, or raise it with --max-names)`), true);
         }
-        if (this.names.publish(q.service, q.port)) return this.reply(conn, { cmd: 'publish_result', rc: 0 }, out);
-        return this.answerFailure(conn, q.cmd, problem('E_SERVICE_EXISTS', 1, `service_${q.service}_already_published`, `service ${q.service} is already published`), out, false);
+        if (this.names.publish(service, p)) return {};
+        return no(problem('E_SERVICE_EXISTS', 1, `service_${service}_already_published`, `service ${service} is already published`));
+      }
       case 'unpublish_name':
-        if (this.names.unpublish(q.service)) return this.reply(conn, { cmd: 'unpublish_result', rc: 0 }, out);
-        return this.answerFailure(conn, q.cmd, problem('E_SERVICE_NOT_FOUND', 1, 'service_not_found', `service ${q.service} is not published`), out, false);
+        return this.names.unpublish(service) ? {} : notFound();
       case 'lookup_name': {
-        const port = this.names.lookup(q.service);
-        if (port !== undefined) return this.reply(conn, { cmd: 'lookup_result', rc: 0, port }, out);
-        return this.answerFailure(conn, q.cmd, problem('E_SERVICE_NOT_FOUND', 1, 'service_not_found', `service ${q.service} is not published`), out, false);
+        const found = this.names.lookup(service);
+        return found !== undefined ? { port: found } : notFound();
       }
     }
   }
@@ -469,6 +569,11 @@ export class ServerEngine {
     if (conn.inBarrier) {
       return this.answerFailure(conn, 'barrier_in', problem('E_ALREADY_IN_BARRIER', PMI_RC.FAIL, 'already_in_barrier', `rank ${rank} sent barrier_in twice`), out);
     }
+    this.joinBarrier(conn, rank, out);
+  }
+
+  /** @internal Enter the job-wide barrier (PMI-1 barrier_in, PMI-2 kvs-fence). */
+  joinBarrier(conn: Conn, rank: number, out: Action[]): void {
     conn.inBarrier = true;
     (this.ranks[rank] as RankSlot).state = 'in-barrier';
     this.barrierCount++;
@@ -495,11 +600,16 @@ export class ServerEngine {
     this.barrierCount = 0;
     // Collected only now: every barrier_in comes here, and a scan each time would be O(N²).
     const waiting = [...this.conns.values()].filter((c) => c.inBarrier);
-    const line = formatReply(reply); // the same bytes for everyone
+    const line = formatReply(reply); // the same bytes for every PMI-1 rank
     for (const c of waiting) {
       c.inBarrier = false;
       (this.ranks[c.rank as number] as RankSlot).state = 'initialized';
-      if (!c.closing) out.push(this.send(c, line)); // closed for bad lines while waiting: nothing more to send
+      if (c.closing) continue; // closed for bad lines while waiting: nothing more to send
+      if (c.wire === 'pmi1') out.push(this.send(c, line));
+      else {
+        out.push(this.send(c, pmi2Reply({ cmd: 'kvs-fence-response', rc: reply.rc, ...(reply.rc !== 0 ? { errmsg: (reply as { msg?: string }).msg ?? 'barrier_failed' } : {}), ...(c.fenceThrid !== undefined ? { thrid: c.fenceThrid } : {}) })));
+        c.fenceThrid = undefined;
+      }
     }
   }
 
@@ -507,10 +617,15 @@ export class ServerEngine {
     if (conn.inBarrier) {
       return this.answerFailure(conn, 'finalize', problem('E_IN_BARRIER', PMI_RC.FAIL, 'finalize_while_in_barrier', `rank ${rank} sent finalize while in a barrier`), out);
     }
+    this.leave(conn, rank, formatReply({ cmd: 'finalize_ack', rc: 0 }), out);
+  }
+
+  /** @internal A rank finalizes: `ack` (its wire's answer) is the last thing it is sent. */
+  leave(conn: Conn, rank: number, ack: string, out: Action[]): void {
     conn.phase = 'finalized';
     (this.ranks[rank] as RankSlot).state = 'finalized';
     this.finalizedCount++;
-    this.reply(conn, { cmd: 'finalize_ack', rc: 0 }, out);
+    out.push(this.send(conn, ack));
     // hydra closes the PMI fd after finalize_ack; clients expect EOF next.
     conn.closing = true;
     out.push({ kind: 'close', conn: conn.id, reason: 'finalized' });
@@ -523,16 +638,30 @@ export class ServerEngine {
   }
 
   private abort(conn: Conn, q: QueryOf<'abort'>, out: Action[]): void {
-    const code = q.exitcode ?? 1;
+    this.abortJob(conn, q.exitcode ?? 1, q.message ?? '', out);
+  }
+
+  /** @internal A rank (or a connection) asked to end the job. */
+  abortJob(conn: Conn, code: number, text: string, out: Action[]): void {
     const exitCode = code & 255;
     const rank = conn.rank;
     const who = rank === undefined ? `connection ${conn.id}` : `rank ${rank}`;
-    const message = q.message ? `: ${q.message}` : '';
-    out.push(event({ type: 'aborted', conn: conn.id, exitCode: code, message: q.message ?? '', ...(rank !== undefined ? { rank } : {}) }));
+    const message = text ? `: ${text}` : '';
+    out.push(event({ type: 'aborted', conn: conn.id, exitCode: code, message: text, ...(rank !== undefined ? { rank } : {}) }));
     this.finish({ ok: false, exitCode, reason: `${who} called abort with exit code ${code}${message}`, ...(rank !== undefined ? { rank } : {}) }, out);
   }
 
-  private finish(status: JobStatus, out: Action[]): void {
+  /** @internal The connection started PMI (PMI-1 init, PMI-2 fullinit): losing it now fails the job. */
+  initialized(conn: Conn, out: Action[]): void {
+    conn.spoke = true;
+    if (conn.phase === 'initialized') return;
+    conn.phase = 'initialized';
+    (this.ranks[conn.rank as number] as RankSlot).state = 'initialized';
+    out.push(event({ type: 'initialized', conn: conn.id, rank: conn.rank as number }));
+  }
+
+  /** @internal */
+  finish(status: JobStatus, out: Action[]): void {
     if (this.result) return;
     this.result = status;
     out.push(event({ type: 'job-finished', status }));
@@ -567,13 +696,17 @@ export class ServerEngine {
 
   /** Answer a line that failed to decode, and count it against the connection. */
   private badLine(conn: Conn, p: Problem, reply: string | null, out: Action[]): void {
+    this.strike(conn, p, reply !== null ? failureReply(reply, p) : p.code !== 'E_MCMD' ? failureReply('error', p) : null, out);
+  }
+
+  /** @internal Answer bad input with `answer` (either wire) and count it against the connection. */
+  strike(conn: Conn, p: Problem, answer: string | null, out: Action[]): void {
     conn.strikes++;
     out.push(event({ type: 'protocol-error', conn: conn.id, code: p.code, message: p.detail, ...(conn.rank !== undefined ? { rank: conn.rank } : {}) }));
-    if (reply !== null) out.push(this.send(conn, failureReply(reply, p)));
-    else if (p.code !== 'E_MCMD') out.push(this.send(conn, failureReply('error', p)));
+    if (answer !== null) out.push(this.send(conn, answer));
     if (conn.strikes >= this.maxStrikes) {
       conn.closing = true;
-      conn.closedBecause = `${conn.strikes} bad lines in a row (last: ${p.detail})`;
+      conn.closedBecause = `${conn.strikes} bad ${conn.wire === 'pmi2' ? 'PMI-2 messages' : 'lines'} in a row (last: ${p.detail})`;
       out.push({ kind: 'close', conn: conn.id, reason: conn.closedBecause });
     }
   }
@@ -592,23 +725,35 @@ export class ServerEngine {
   }
 
   private refuse(conn: Conn, p: Problem, reply?: string): Action[] {
+    return this.refuseWith(conn, p, reply ? failureReply(reply, p) : undefined);
+  }
+
+  /** @internal Refuse a connection: tell it why (`answer`, in its wire) and close it. */
+  refuseWith(conn: Conn, p: Problem, answer: string | undefined): Action[] {
     conn.closing = true;
     const out: Action[] = [event({ type: 'refused', conn: conn.id, code: p.code, message: p.detail })];
-    if (reply) out.push(this.send(conn, failureReply(reply, p)));
+    if (answer) out.push(this.send(conn, answer));
     out.push({ kind: 'close', conn: conn.id, reason: p.detail });
     return out;
+  }
+
+  /** @internal The lowest rank no connection holds yet (-1: none), for a client that names none. */
+  freeRank(): number {
+    return this.ranks.findIndex((s) => s.conn === null && s.state === 'waiting');
   }
 
   private reply(conn: Conn, r: Reply, out: Action[]): void {
     out.push(this.send(conn, formatReply(r)));
   }
 
-  private send(conn: Conn, data: string): Action {
+  /** @internal */
+  send(conn: Conn, data: string): Action {
     return { kind: 'send', conn: conn.id, data };
   }
 }
 
-function event(e: EngineEvent): Action {
+/** @internal */
+export function event(e: EngineEvent): Action {
   return { kind: 'event', event: e };
 }
 

@@ -33,7 +33,7 @@ export type RankState = 'waiting' | 'connected' | 'initialized' | 'in-barrier' |
 
 export type EngineEvent =
   | { readonly type: 'connected'; readonly conn: ConnId; readonly rank?: number; readonly facts: ConnectionFacts }
-  | { readonly type: 'bound'; readonly conn: ConnId; readonly rank: number; readonly how: 'fd' | 'initack' | 'anonymous' }
+  | { readonly type: 'bound'; readonly conn: ConnId; readonly rank: number; readonly how: 'fd' | 'initack' | 'anonymous' | 'fullinit' }
   | { readonly type: 'initialized'; readonly conn: ConnId; readonly rank: number }
   | { readonly type: 'refused'; readonly conn: ConnId; readonly code: string; readonly message: string }
   | { readonly type: 'protocol-error'; readonly conn: ConnId; readonly rank?: number; readonly code: string; readonly message: string }

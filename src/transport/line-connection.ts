@@ -1,5 +1,6 @@
 /**
- * A stream socket carrying PMI-1 lines: framing, latin1 bytes, backpressure, orderly close.
+ * A stream socket carrying PMI messages: framing (PMI-1 lines and PMI-2 frames, told apart by their
+ * first bytes: wire-framer.ts), latin1 bytes, backpressure, orderly close.
  *
  * Backpressure: when our replies are not being read (the peer's receive buffer and our write
  * queue are full) we stop reading the peer's requests until the queue drains. The check is made
@@ -19,11 +20,15 @@
  *   through the Readable stream per read.
  */
 import type { Socket } from 'node:net';
-import { LineFramer, type Framed } from '../protocol/line-framer.js';
+import { WireFramer, type WireItem } from '../protocol/wire-framer.js';
 import { CLOSE_MAX_MS, destroyAfterEnd } from './close-soon.js';
 
 export interface LineConnectionHandlers {
-  onInput(input: Framed): void;
+  /**
+   * One framed message. After `bad-frame` or `foreign` nothing more is read from the peer; at EOF
+   * a message cut short comes as `truncated`, before onClose.
+   */
+  onInput(input: WireItem): void;
   /** Called once, when the socket is gone for whatever reason. */
   onClose(reason: string): void;
   /** Called when we release a connection we ended (close-soon.ts), just before its fd closes. */
@@ -36,10 +41,15 @@ export interface LineConnectionOptions {
    * events. 'stream': always 'data' events (tests compare the two paths).
    */
   readonly reads?: 'auto' | 'stream';
+  /**
+   * Classify the peer's first bytes and report HTTP, TLS, SSH, PMIx or binary as `foreign`
+   * (default true: every listener's peer). An upstream server's replies need no such check.
+   */
+  readonly detectForeign?: boolean;
 }
 
 export class LineConnection {
-  private readonly framer: LineFramer;
+  private readonly framer: WireFramer;
   private closed = false;
   private ending = false;
   /** The error code that ended the connection (ECONNRESET, ETIMEDOUT…), if an error did. */
@@ -53,7 +63,7 @@ export class LineConnection {
    * Input not handled yet because the write queue was full, handled on 'drain': the framed lines
    * of one slice (held[heldFrom…]) and the raw bytes of the rest of the read (a copy).
    */
-  private held: Framed[] = NO_FRAMES;
+  private held: WireItem[] = NO_FRAMES;
   private heldFrom = 0;
   private heldBytes: Buffer | null = null;
 
@@ -63,7 +73,7 @@ export class LineConnection {
     private readonly handlers: LineConnectionHandlers,
     opts: LineConnectionOptions = {},
   ) {
-    this.framer = new LineFramer(maxLine);
+    this.framer = new WireFramer({ maxLine, detectForeign: opts.detectForeign ?? true });
     // Also with the shared buffer: delivers what the stream read before we were attached.
     socket.on('data', (chunk: Buffer) => {
       this.onData(chunk);
@@ -74,6 +84,7 @@ export class LineConnection {
     socket.on('drain', () => this.onDrain());
     socket.on('end', () => {
       // Half-close from the peer: nothing more will come; close our side after pending writes.
+      this.atEnd();
       this.finish('peer closed the connection');
       if (!socket.destroyed) socket.end();
     });
@@ -197,7 +208,7 @@ export class LineConnection {
       for (;;) {
         while (this.heldFrom < this.held.length) {
           if (this.closed || this.ending) return; // what is left is never answered: drop it
-          this.handlers.onInput(this.held[this.heldFrom++] as Framed);
+          this.handlers.onInput(this.held[this.heldFrom++] as WireItem);
           if (this.queueFull()) {
             if (buf !== null && pos < end) this.heldBytes = owned ? buf.subarray(pos, end) : Buffer.from(buf.subarray(pos, end));
             this.socket.pause(); // resumed by onDrain once what is held is handled
@@ -241,6 +252,12 @@ export class LineConnection {
     if (!this.socket.write(data, 'latin1')) this.socket.pause();
   }
 
+  /** EOF: a message the peer left unfinished is reported (held input is dropped: never answered). */
+  private atEnd(): void {
+    if (this.closed || this.ending || this.framer.stopped) return;
+    for (const item of this.framer.end()) this.handlers.onInput(item);
+  }
+
   private finish(reason: string): void {
     if (this.closed) return;
     this.closed = true;
@@ -262,7 +279,7 @@ export class LineConnection {
 // at a time, synchronously, and the framer copies whatever it keeps.
 
 const shared = Buffer.allocUnsafe(64 * 1024);
-const NO_FRAMES: Framed[] = [];
+const NO_FRAMES: WireItem[] = [];
 /** Bytes of a read framed at a time (see pump): a few hundred typical requests. */
 const SLICE = 4096;
 let onreadSymbols: { buffer: symbol; callback: symbol } | null | undefined;
