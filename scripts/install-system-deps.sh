@@ -3,11 +3,12 @@
 # debuggers and tools the --attach and wrap tests start ranks under (gdb, lldb, valgrind), iptables
 # and iproute2 for the frozen-connection tests (inside a private network namespace), and Chromium (/usr/bin/chromium) for the web
 # monitor's browser test, Slurm 22.05 and munge for the Slurm tests (scripts/slurm-up.sh starts a
-# private cluster; the packages' own services are not used). Never python3-mpi4py: it pulls OpenMPI
+# private cluster; the packages' own services are not used), Slurm's libpmi2 (libpmi2-0-dev) as the PMI-2
+# client the PMI-2 tests link. Never python3-mpi4py: it pulls OpenMPI
 # and switches mpicc/mpiexec to it.
 # Needs root; skips apt entirely when everything is present.
 set -euo pipefail
-packages=(mpich libmpich-dev gdb lldb valgrind iptables iproute2 systemd python3 chromium slurmctld slurmd slurm-client munge)
+packages=(mpich libmpich-dev gdb lldb valgrind iptables iproute2 systemd python3 chromium slurmctld slurmd slurm-client munge libpmi2-0-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

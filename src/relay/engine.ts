@@ -30,6 +30,7 @@
  *    the rank and size the upstream gave (or, for an inherited-fd upstream, PMI_RANK/PMI_SIZE).
  */
 import { formatReply, pmi2FailureResponse, pmi2ResponseFor, preview, tokenize, tokenizeFrame, isPmi2Tokens, isTokens, wireMsg, wireItemText, type Tokens, type WireItem } from '../protocol/index.js';
+import { foreignAnswer } from '../protocol/foreign-answer.js';
 import { RelayKvsCache, type CacheStats } from './kvs-cache.js';
 import { PutHistory, type Unconfirmed } from './replay.js';
 import type { ClientFacts, ClientId, RelayAction, RelayEvent, RelayInput, SessionId, SessionState } from './types.js';
@@ -266,8 +267,11 @@ export class RelayEngine {
       }
       case 'bad-frame':
         return this.dropClient(client, `client ${id}: ${input.detail}; the stream cannot be read any further`, out);
-      case 'foreign':
+      case 'foreign': {
+        const answer = foreignAnswer(input.protocol);
+        if (answer !== null) this.sendClient(client, answer, out);
         return this.dropClient(client, `client ${id} sent ${input.reason}`, out);
+      }
     }
   }
 

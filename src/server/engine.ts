@@ -41,7 +41,7 @@ import { defaultLimits } from '../protocol/limits.js';
 import { EpochKvs } from './kvs.js';
 import { NameService } from './name-service.js';
 import { Pmi2Requests, pmi2Reply, type PmiVersions } from './pmi2-requests.js';
-import { foreignAnswer } from './foreign-answer.js';
+import { foreignAnswer } from '../protocol/foreign-answer.js';
 import type { Action, ConnId, ConnectionFacts, EngineEvent, JobStatus, RankState } from './types.js';
 
 export interface EngineOptions {
@@ -532,7 +532,7 @@ export class ServerEngine {
     const replies = { publish_name: 'publish_result', unpublish_name: 'unpublish_result', lookup_name: 'lookup_result' } as const;
     const r = this.nameOp(q.cmd, q.service, q.cmd === 'publish_name' ? q.port : undefined);
     if ('p' in r) return this.answerFailure(conn, q.cmd, r.p, out, r.logIt);
-    this.reply(conn, r.port !== undefined ? { cmd: 'lookup_result', rc: 0, port: r.port } : ({ cmd: replies[q.cmd], rc: 0 } as Reply), out);
+    this.reply(conn, r.port !== undefined ? { cmd: 'lookup_result', rc: 0, port: r.port } : ({ cmd: replies[q.cmd], rc: 0 }), out);
   }
 
   /** @internal The name service for either wire: a port (lookup), ok, or the problem. */

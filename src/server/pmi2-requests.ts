@@ -195,7 +195,7 @@ export class Pmi2Requests {
   }
 
   private format(q: Pmi2Query, r: ResponseBody, rc: number): string {
-    return pmi2Reply({ ...r, rc, ...(q.thrid !== undefined ? { thrid: q.thrid } : {}) } as Pmi2Response);
+    return pmi2Reply({ ...r, rc, ...(q.thrid !== undefined ? { thrid: q.thrid } : {}) });
   }
 
   private answer(conn: Conn, q: Pmi2Query, r: ResponseBody, out: Action[]): void {

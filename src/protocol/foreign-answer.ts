@@ -3,7 +3,7 @@
  * real HTTP answer (so `curl` or a browser pointed at the PMI port shows why), anything else is
  * simply closed (a TLS, SSH or PMIx client cannot read text; the reason is logged).
  */
-import type { ForeignProtocol } from '../protocol/first-bytes.js';
+import type { ForeignProtocol } from './first-bytes.js';
 
 const HTTP_TEXT = 'This is a PMI socket (pmibridge), not a web server. The tap, when enabled, serves HTTP on its own port (--tap).\n';
 
