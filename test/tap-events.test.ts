@@ -29,7 +29,7 @@ function spin(ms: number): void {
 t.test('a line is parsed into cmd and attrs', async (t) => {
   const rec = new TapRecorder('kvs_1_0', 'server', false);
   const put = recordLine(rec, 'client->server', 'cmd=put kvsname=kvs_1_0 key=k0 value=a=b', { conn: 1, rank: 0 });
-  t.match(put, { v: 1, kind: 'line', job: 'kvs_1_0', leg: 'client->server', line: 'cmd=put kvsname=kvs_1_0 key=k0 value=a=b', cmd: 'put', conn: 1, rank: 0 });
+  t.match(put, { v: 2, kind: 'line', job: 'kvs_1_0', leg: 'client->server', wire: 'pmi1', line: 'cmd=put kvsname=kvs_1_0 key=k0 value=a=b', cmd: 'put', conn: 1, rank: 0 });
   t.same({ ...put.attrs }, { kvsname: 'kvs_1_0', key: 'k0', value: 'a=b' }, 'attributes in wire order, a value may hold =');
   t.notOk('session' in put, 'no session on a server connection');
 
@@ -109,7 +109,7 @@ t.test('latency: only on the first reply line after a request on the same hop an
 t.test('seq strictly increasing over live events; t a decimal ns string; per-observer messages number nothing', async (t) => {
   const rec = new TapRecorder('job', 'server', false);
   const hello0 = rec.hello();
-  t.match(hello0, { kind: 'hello', seq: 0, role: 'server', redact: false, schema: 1, v: 1, job: 'job' }, 'before any event: seq 0');
+  t.match(hello0, { kind: 'hello', seq: 0, role: 'server', redact: false, schema: 2, v: 2, job: 'job' }, 'before any event: seq 0');
   const bus: BusEvent[] = [
     { type: 'listening', pmiPort: '127.0.0.1:1' },
     { type: 'engine', event: { type: 'connected', conn: 1, facts: { transport: 'tcp' } } },
@@ -187,7 +187,7 @@ t.test('state events are flattened', async (t) => {
   t.notOk('uid' in recordState(rec, { type: 'peer-refused', peer: '10.0.0.1:5', reason: 'remote' }), 'uid only when known');
   t.match(recordState(rec, { type: 'listening', pmiPort: 'unix:///x' }), { event: 'listening', pmiPort: 'unix:///x' });
   t.match(recordState(rec, { type: 'closed', conn: 4, reason: 'eof', rank: 3 }), { event: 'closed', conn: 4, reason: 'eof', rank: 3 });
-  for (const e of [connected, finished, taken]) t.match(e, { v: 1, job: 'job', kind: 'state' }, 'common fields not overwritten');
+  for (const e of [connected, finished, taken]) t.match(e, { v: 2, job: 'job', kind: 'state' }, 'common fields not overwritten');
 });
 
 /** Bus events through a recorder into a state, as the tap server does. */
@@ -322,4 +322,24 @@ t.test('snapshot of a relay: a session the upstream refused leaves no view behin
     { type: 'relay', event: { type: 'session-closed', session: 3, reason: 'the upstream server closed it' } },
   );
   t.same(feed('relay', events).snapshot().ranks.map((r) => [r.rank, r.session, r.state]), [[null, 3, 'closed']], 'only the session that failed is shown');
+});
+
+t.test('schema 2: a PMI-2 frame is a line event with wire pmi2, its command and pairs; --tap-redact values hides its values', async (t) => {
+  const rec = new TapRecorder('job', 'server', false);
+  const put = rec.record({ type: 'line', leg: 'client->server', wire: 'pmi2', line: 'cmd=kvs-put;key=k0;value=a;;b;', conn: 1, rank: 0 });
+  t.match(put, { v: 2, kind: 'line', wire: 'pmi2', cmd: 'kvs-put', line: 'cmd=kvs-put;key=k0;value=a;;b;' });
+  t.same(put?.kind === 'line' ? { ...put.attrs } : null, { key: 'k0', value: 'a;b' }, 'pairs unescaped');
+  const reply = rec.record({ type: 'line', leg: 'server->client', wire: 'pmi2', line: 'cmd=kvs-put-response;rc=0;', conn: 1, rank: 0 });
+  t.match(reply, { wire: 'pmi2', cmd: 'kvs-put-response' });
+  t.type(reply?.kind === 'line' ? reply.latencyNs : undefined, 'number', 'latency measured as for PMI-1');
+  const pmi1 = rec.record({ type: 'line', leg: 'client->server', line: 'cmd=barrier_in', conn: 2 });
+  t.match(pmi1, { wire: 'pmi1', cmd: 'barrier_in' });
+
+  const hidden = new TapRecorder('job', 'server', true);
+  const get = hidden.record({ type: 'line', leg: 'server->client', wire: 'pmi2', line: 'cmd=kvs-get-response;rc=0;found=TRUE;value=se;;cret;', conn: 1 });
+  t.match(get, { line: 'cmd=kvs-get-response;rc=0;found=TRUE;value=<redacted:7>;' }, 'the unescaped length (se;cret)');
+  const spawn = hidden.record({ type: 'line', leg: 'client->server', wire: 'pmi2', line: 'cmd=spawn;ncmds=1;preputcount=1;ppkey0=k;ppval0=secret;subcmd=a;maxprocs=1;infokeycount=1;infokey0=wdir;infoval0=/home/x;', conn: 1 });
+  t.match(spawn, { line: 'cmd=spawn;ncmds=1;preputcount=1;ppkey0=k;ppval0=<redacted:6>;subcmd=a;maxprocs=1;infokeycount=1;infokey0=wdir;infoval0=<redacted:7>;' });
+  const state = hidden.record({ type: 'relay', event: { type: 'protocol-error', message: 'client 3 speaks PMI-2 ("cmd=kvs-put;key=k;value=secret;")' } });
+  t.notMatch(JSON.stringify(state), /secret/, 'a frame quoted in a message is redacted too');
 });

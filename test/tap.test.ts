@@ -146,7 +146,7 @@ t.test('auth: a token for the WebSocket, / and /metrics; pmibridge tap says why 
   t.match(s.out.stderr, new RegExp(`monitor: ${httpUrl(s.url).replace(/\./g, '\\.')}/\\?token=${s.token}`), 'the monitor URL is printed');
   const watcher = observe(t, s.url, s.token);
   await watcher.ready;
-  t.match(watcher.events[0], { v: 1, kind: 'hello', role: 'server', redact: false, schema: 1 });
+  t.match(watcher.events[0], { v: 2, kind: 'hello', role: 'server', redact: false, schema: 2 });
 
   t.equal(await upgradeStatus(`${s.url}/tap`), 401, 'upgrade without a token');
   t.equal(await upgradeStatus(`${s.url}/tap`, { authorization: `Bearer ${s.token}x` }), 401, 'upgrade with a wrong token');
@@ -428,7 +428,7 @@ t.test('a full MPICH job through the relay: per session, events in order and equ
   t.equal((await exitOf(viewer, 15_000)).code, 0, 'pmibridge tap exits 0 when the relay ends');
 
   const events = shown.stdout.trim().split('\n').map((l) => JSON.parse(l) as Ev);
-  t.ok(events.every((e) => e.v === 1), 'schema 1 throughout');
+  t.ok(events.every((e) => e.v === 2), 'schema 2 throughout');
   t.match(events[0], { kind: 'hello', role: 'relay' });
   t.equal(events[1]?.kind, 'snapshot');
   contiguous(t, events, 'the viewer');
@@ -537,7 +537,7 @@ t.test('pmibridge tap --json: hello, snapshot, then events; --rank and --cmd fil
         t.fail(`${what}: not JSON: ${l}`);
       }
     }
-    t.ok(evs.every((e) => e.v === 1), `${what}: every line parses as JSON with v: 1`);
+    t.ok(evs.every((e) => e.v === 2), `${what}: every line parses as JSON with v: 2`);
     t.equal(evs[0]?.kind, 'hello', `${what}: hello first`);
     t.equal(evs[1]?.kind, 'snapshot', `${what}: snapshot second`);
     t.ok(evs.slice(2).every(live), `${what}: then lines and state events`);

@@ -24,7 +24,7 @@ function usage(): string {
   return [
     'Usage: pmibridge <command> [options]',
     '',
-    'Simple PMI (PMI-1) for MPI ranks over PMI_FD, TCP and Unix sockets.',
+    'Simple PMI (PMI-1 and PMI-2) for MPI ranks over PMI_FD, TCP and Unix sockets.',
     '',
     'Commands:',
     ...rows,

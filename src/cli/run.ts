@@ -14,7 +14,7 @@ import { launch } from '../launcher/launch.js';
 export const spec: CommandSpec = {
   name: 'run',
   usage: 'pmibridge run -n N [options] [--] program [args…]',
-  summary: 'Start the embedded PMI-1 server and launch N ranks of a program; exit with the job status.',
+  summary: 'Start the embedded PMI-1/PMI-2 server and launch N ranks of a program; exit with the job status.',
   description: [
     'Ranks get the environment hydra gives: PMI_FD, PMI_RANK, PMI_SIZE (--pmi fd) or',
     'PMI_PORT, PMI_ID, PMI_RANK, PMI_SIZE (--pmi tcp|unix). A rank that exits non-zero or drops its',

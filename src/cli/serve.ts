@@ -1,4 +1,4 @@
-/** `pmibridge serve`: a standalone PMI-1 server for ranks started by something else. */
+/** `pmibridge serve`: a standalone PMI-1/PMI-2 server for ranks started by something else. */
 import { createLogger, logBus } from './log.js';
 import { intOption, listOption, parseOrHelp, stringOption, UsageError, type CommandSpec } from './args.js';
 import { EXIT } from './exit-codes.js';
@@ -13,7 +13,7 @@ import { onTermination, signalExitCode } from '../util/termination-signals.js';
 export const spec: CommandSpec = {
   name: 'serve',
   usage: 'pmibridge serve --size N [--listen URL …] [options]',
-  summary: 'Serve one PMI-1 job of N ranks on TCP and/or Unix sockets until it finalizes or aborts.',
+  summary: 'Serve one PMI-1/PMI-2 job of N ranks on TCP and/or Unix sockets until it finalizes or aborts.',
   description: [
     'Prints one PMI_PORT=<address> line per listener on stdout and a PMI_process_mapping=<value>',
     'line (none: not preset) (--json: one JSON object), then serves; give each rank PMI_PORT and',

@@ -18,11 +18,11 @@ function readToken(path: string): string {
 export const spec: CommandSpec = {
   name: 'tap',
   usage: 'pmibridge tap URL [--token T | --token-file F] [--rank R] [--cmd C] [--json]',
-  summary: "Show a job's PMI traffic live: every line on every hop, and state changes (ranks joining, barriers, finalize).",
+  summary: "Show a job's PMI traffic live: every PMI-1 line and PMI-2 frame on every hop, and state changes (ranks joining, barriers, finalize).",
   description: [
     'URL: what run/serve/relay --tap printed (ws://127.0.0.1:PORT, or a Unix socket path).',
     'The token comes from --token, --token-file, or $PMIBRIDGE_TAP_TOKEN. Colour on a terminal;',
-    '--json prints the events as JSON lines (schema version 1, see the README) for scripts.',
+    '--json prints the events as JSON lines (schema version 2, see the README) for scripts.',
     'Exits 0 when the job ends (the tap closes), 1 when it cannot connect or is refused.',
   ].join('\n'),
   options: {
@@ -107,7 +107,8 @@ export async function main(argv: string[]): Promise<number> {
         case 'line': {
           const lat = typeof ev['latencyNs'] === 'number' ? paint('2', ` (${(ev['latencyNs'] / 1000).toFixed(0)} µs)`) : '';
           const leg = String(ev['leg']);
-          process.stdout.write(`${time} ${who.padEnd(9)} ${paint(COLOURS[leg] ?? '0', leg.padEnd(15))} ${String(ev['line'])}${lat}\n`);
+          const wire = ev['wire'] === 'pmi2' ? paint('2', '[PMI-2] ') : '';
+          process.stdout.write(`${time} ${who.padEnd(9)} ${paint(COLOURS[leg] ?? '0', leg.padEnd(15))} ${wire}${String(ev['line'])}${lat}\n`);
           break;
         }
         case 'state': {

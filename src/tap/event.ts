@@ -1,8 +1,12 @@
 /**
- * Tap events, schema version 1 (documented in the README): what observers of a job receive, one
+ * Tap events, schema version 2 (documented in the README): what observers of a job receive, one
  * JSON object per WebSocket message.
  *
- *   common: { v: 1, seq, t, job, kind }   t = wall-clock time in ns as a decimal string (exact)
+ * Version 2 (PMI-2): every line event says which wire it is (`wire: 'pmi1' | 'pmi2'`); a PMI-2
+ * frame's event carries the frame's body (without its 6-byte length header) as `line`, its
+ * command as `cmd` and its pairs as `attrs`. Nothing else changed from version 1.
+ *
+ *   common: { v: 2, seq, t, job, kind }   t = wall-clock time in ns as a decimal string (exact)
  *             seq numbers the live events (line, state) 1, 2, 3… per tap, the same for every
  *             observer, so an observer sees them contiguous unless it was told of a gap. The
  *             per-observer messages take no number of their own: hello and snapshot carry the seq
@@ -10,19 +14,20 @@
  *             seq of the last event it missed.
  *   hello     { role: 'server'|'relay'|'run', redact: boolean }             first message
  *   snapshot  { state: TapSnapshot }                                       second message
- *   line      { leg, line, cmd, attrs, conn?, session?, rank?, pmiid?, latencyNs? }
+ *   line      { leg, wire, line, cmd, attrs, conn?, session?, rank?, pmiid?, latencyNs? }
  *             latencyNs on replies: time since the matching request on the same hop
  *   state     { event, rank?, session?, detail… }   connected, handshaken, held, taken-over,
  *             finalized, aborted, refused-peer, barrier (entered/size), rank-failed, job-finished…
  *   gap       { dropped }        this observer missed `dropped` events (it was too slow)
  */
 import { isTokens, tokenize } from '../protocol/tokenize.js';
+import { isPmi2Tokens, tokenizeFrame } from '../protocol/pmi2-frame.js';
 import type { BusEvent, Leg } from '../host/bus.js';
 
-export const TAP_SCHEMA_VERSION = 1;
+export const TAP_SCHEMA_VERSION = 2;
 
 interface Common {
-  readonly v: 1;
+  readonly v: 2;
   readonly seq: number;
   readonly t: string;
   readonly job: string;
@@ -31,6 +36,8 @@ interface Common {
 export type TapLineEvent = Common & {
   readonly kind: 'line';
   readonly leg: Leg;
+  /** PMI-1 line, or PMI-2 frame (`line` is then the frame's body). */
+  readonly wire: 'pmi1' | 'pmi2';
   readonly line: string;
   readonly cmd: string;
   readonly attrs: Record<string, string>;
@@ -82,12 +89,12 @@ export class TapRecorder {
 
   /** Common fields of a live event: takes the next seq. */
   private common(): Common {
-    return { v: 1, seq: ++this.seq, t: nowNs().toString(), job: this.job };
+    return { v: 2, seq: ++this.seq, t: nowNs().toString(), job: this.job };
   }
 
   /** Common fields of a message to one observer: numbers nothing (`seq` given). */
   private own(seq: number): Common {
-    return { v: 1, seq, t: nowNs().toString(), job: this.job };
+    return { v: 2, seq, t: nowNs().toString(), job: this.job };
   }
 
   /** The seq of the last live event recorded (0 before the first). */
@@ -148,11 +155,23 @@ export class TapRecorder {
 
   private line(ev: Extract<BusEvent, { type: 'line' }>): TapLineEvent {
     const t = nowNs();
-    const line = this.redact ? redactValues(ev.line) : ev.line;
-    const tokens = tokenize(line);
-    const cmd = isTokens(tokens) ? (tokens.head === 'mcmd' ? `mcmd=${tokens.name}` : tokens.name) : '';
+    const pmi2 = ev.wire === 'pmi2';
+    const line = this.redact ? (pmi2 ? redactFrameValues(ev.line) : redactValues(ev.line)) : ev.line;
     const attrs: Record<string, string> = Object.create(null) as Record<string, string>;
-    if (isTokens(tokens)) for (const [k, v] of tokens.attrs) attrs[k] = v;
+    let cmd = '';
+    if (pmi2) {
+      const frame = tokenizeFrame(line);
+      if (isPmi2Tokens(frame)) {
+        cmd = frame.name;
+        for (const [k, v] of frame.attrs) attrs[k] = v;
+      }
+    } else {
+      const tokens = tokenize(line);
+      if (isTokens(tokens)) {
+        cmd = tokens.head === 'mcmd' ? `mcmd=${tokens.name}` : tokens.name;
+        for (const [k, v] of tokens.attrs) attrs[k] = v;
+      }
+    }
     let latencyNs: number | undefined;
     if (REQUEST_LEGS.has(ev.leg)) {
       const key = hopKey(ev.leg, ev);
@@ -169,7 +188,7 @@ export class TapRecorder {
       }
     }
     // Built field by field, not with spreads: this runs for every line of a tapped job.
-    const out: { -readonly [K in keyof TapLineEvent]: TapLineEvent[K] } = { v: 1, seq: ++this.seq, t: t.toString(), job: this.job, kind: 'line', leg: ev.leg, line, cmd, attrs };
+    const out: { -readonly [K in keyof TapLineEvent]: TapLineEvent[K] } = { v: 2, seq: ++this.seq, t: t.toString(), job: this.job, kind: 'line', leg: ev.leg, wire: pmi2 ? 'pmi2' : 'pmi1', line, cmd, attrs };
     if (ev.conn !== undefined) out.conn = ev.conn;
     if (ev.session !== undefined) {
       out.session = ev.session;
@@ -206,8 +225,21 @@ export function redactValues(line: string): string {
   return line.replace(/(^|[ \t])(value|preput_val_\d+)=([\s\S]*?)((?:[ \t]+found=(?:TRUE|FALSE))?)$/, (_m, sep: string, name: string, v: string, tail: string) => `${sep}${name}=<redacted:${v.length}>${tail}`);
 }
 
+/**
+ * `--tap-redact values` for a PMI-2 frame body: `value`, a spawn's `ppvalN` and an info's
+ * `infovalN` are replaced by their length; a value ends at the first `;` that is not doubled.
+ */
+export function redactFrameValues(body: string): string {
+  return body.replace(/(^|;)(value|ppval\d+|infoval\d+)=((?:[^;]|;;)*)(?=;|$)/g, (_m, sep: string, name: string, v: string) => `${sep}${name}=<redacted:${v.replaceAll(';;', ';').length}>`);
+}
+
 /** A value attribute starting somewhere in a text. */
-const VALUE_ATTR = /(^|[ \t])(?:value|preput_val_\d+)=/;
+const VALUE_ATTR = /(^|[ \t;])(?:value|preput_val_\d+|ppval\d+|infoval\d+)=/;
+
+/** Both wires' value rules (a quoted PMI-2 frame has `;` separators, a PMI-1 line spaces). */
+function redactEither(line: string): string {
+  return redactFrameValues(redactValues(line));
+}
 /** A JSON string literal: how messages quote a line (`preview()`). */
 const LITERAL = /"(?:[^"\\]|\\.)*"/g;
 
@@ -221,20 +253,20 @@ export function redactText(text: string): string {
   let last = 0;
   for (const m of text.matchAll(LITERAL)) {
     const between = text.slice(last, m.index);
-    if (VALUE_ATTR.test(between)) return out + redactValues(text.slice(last));
+    if (VALUE_ATTR.test(between)) return out + redactEither(text.slice(last));
     out += between + redactLiteral(m[0]);
     last = m.index + m[0].length;
   }
-  return out + redactValues(text.slice(last));
+  return out + redactEither(text.slice(last));
 }
 
 function redactLiteral(literal: string): string {
   try {
     const line = JSON.parse(literal) as string;
-    const hidden = redactValues(line);
+    const hidden = redactEither(line);
     return hidden === line ? literal : JSON.stringify(hidden);
   } catch {
-    return `"${redactValues(literal.slice(1, -1))}"`; // an escape JSON does not know: hide as is
+    return `"${redactEither(literal.slice(1, -1))}"`; // an escape JSON does not know: hide as is
   }
 }
 

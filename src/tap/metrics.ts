@@ -5,16 +5,17 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { BusEvent } from '../host/bus.js';
 import { queryDef } from '../protocol/catalogue.js';
+import { pmi2QueryDef } from '../protocol/pmi2-catalogue.js';
 
 /**
- * The `cmd` label of a request: its name when the catalogue knows it, else `other`. Clients
+ * The `cmd` label of a request: its name when a catalogue (PMI-1 or PMI-2) knows it, else `other`. Clients
  * choose what they send, and each new label value is a new series (a counter and a 13-bucket
  * histogram per hop) kept for the life of the process: 20 000 made-up commands made /metrics
  * 87 MiB. The catalogue bounds the label set whatever arrives; the tap's line events still show
  * each command as it was.
  */
 export function cmdLabel(cmd: string): string {
-  return cmd === 'mcmd=spawn' || queryDef(cmd) !== undefined ? cmd : 'other';
+  return cmd === 'mcmd=spawn' || queryDef(cmd) !== undefined || pmi2QueryDef(cmd) !== undefined ? cmd : 'other';
 }
 
 export class TapMetrics {
@@ -48,7 +49,7 @@ export class TapMetrics {
   /** A reply on `leg` to a request of `request` (any command, even a made-up one) took `latencyNs`. */
   reply(request: string, leg: string, line: string, latencyNs: number | undefined): void {
     const cmd = cmdLabel(request);
-    const rc = /(?:^|\s)rc=(-?\d+)/.exec(line)?.[1];
+    const rc = /(?:^|[\s;])rc=(-?\d+)/.exec(line)?.[1]; // PMI-1 `rc=` after a space, PMI-2 after a `;`
     const result = rc === undefined || rc === '0' ? 'ok' : 'error';
     const rkey = `${cmd}\0${leg}\0${result}`;
     let counter = this.requestChildren.get(rkey);

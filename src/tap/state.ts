@@ -78,11 +78,11 @@ export class TapState {
       if (v && (ev.leg === 'client->server' || ev.leg === 'client->relay')) {
         v.lastCmd = ev.cmd;
         v.since = ev.t;
-        if (ev.cmd === 'barrier_in') v.state = 'in-barrier';
+        if (ev.cmd === 'barrier_in' || ev.cmd === 'kvs-fence') v.state = 'in-barrier';
       }
-      if (v && (ev.leg === 'server->client' || ev.leg === 'relay->client') && ev.cmd === 'barrier_out') v.state = 'initialized';
+      if (v && (ev.leg === 'server->client' || ev.leg === 'relay->client') && (ev.cmd === 'barrier_out' || ev.cmd === 'kvs-fence-response')) v.state = 'initialized';
       // a rank's puts only: a connection that is no rank is refused, its keys stored nowhere
-      if (ev.cmd === 'put' && ev.rank !== undefined && ev.attrs['key'] !== undefined && this.putKeys.size < MAX_COUNTED_KEYS) this.putKeys.add(ev.attrs['key']);
+      if ((ev.cmd === 'put' || ev.cmd === 'kvs-put') && ev.rank !== undefined && ev.attrs['key'] !== undefined && this.putKeys.size < MAX_COUNTED_KEYS) this.putKeys.add(ev.attrs['key']);
       return;
     }
     if (ev.kind !== 'state') return;

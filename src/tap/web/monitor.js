@@ -1,4 +1,4 @@
-// pmibridge monitor: watches one job through the tap (event schema v1, see src/tap/event.ts).
+// pmibridge monitor: watches one job through the tap (event schema v2, see src/tap/event.ts).
 // Plain browser JS, no dependencies, no requests but the WebSocket to this page's own host.
 // Everything that comes from events is untrusted: it reaches the page only through textContent
 // and setAttribute, never as HTML.
@@ -72,12 +72,12 @@
     if (v && REQUEST_LEGS.has(ev.leg)) {
       v.lastCmd = String(ev.cmd);
       v.sinceMs = tMs;
-      if (ev.cmd === 'barrier_in') v.state = 'in-barrier';
+      if (ev.cmd === 'barrier_in' || ev.cmd === 'kvs-fence') v.state = 'in-barrier';
     }
-    if (v && REPLY_LEGS.has(ev.leg) && ev.cmd === 'barrier_out') v.state = 'initialized';
+    if (v && REPLY_LEGS.has(ev.leg) && (ev.cmd === 'barrier_out' || ev.cmd === 'kvs-fence-response')) v.state = 'initialized';
     const key = ev.attrs && Object.hasOwn(ev.attrs, 'key') && typeof ev.attrs.key === 'string' ? ev.attrs.key : undefined;
     // a rank's puts only (others are refused), and a bounded set: as the tap's own snapshot does
-    if (ev.cmd === 'put' && num(ev.rank) !== undefined && key !== undefined && job.putKeys.size < 65_536) job.putKeys.add(key);
+    if ((ev.cmd === 'put' || ev.cmd === 'kvs-put') && num(ev.rank) !== undefined && key !== undefined && job.putKeys.size < 65_536) job.putKeys.add(key);
   }
 
   function applyStateEvent(ev, tMs) {
@@ -390,7 +390,7 @@
         $('role').textContent = `${String(ev.role)}${ev.redact ? ' · values redacted' : ''}`;
         $('role').hidden = false;
         role = String(ev.role);
-        if (ev.v !== 1) note(`schema version ${String(ev.v)}: this monitor knows version 1`);
+        if (ev.v !== 2) note(`schema version ${String(ev.v)}: this monitor knows version 2`);
         break;
       case 'snapshot':
         applySnapshot(ev.state, tMs);
@@ -402,7 +402,7 @@
         if (latencyNs !== undefined) addLatency(latencyNs);
         const dir = REQUEST_LEGS.has(ev.leg) || ev.leg === 'relay->upstream' ? 'req' : 'rep';
         const rank = rankOf(ev);
-        addLogRow({ kind: 'line', tMs, ns: ev.t, rank: rank === undefined ? '' : String(rank), who: whoOf(ev, rank), what: String(ev.leg).replace('->', ' → '), text: String(ev.line), latencyNs, cmd: String(ev.cmd ?? ''), dir, leg: String(ev.leg) });
+        addLogRow({ kind: 'line', tMs, ns: ev.t, rank: rank === undefined ? '' : String(rank), who: whoOf(ev, rank), what: String(ev.leg).replace('->', ' → '), text: (ev.wire === 'pmi2' ? '[PMI-2] ' : '') + String(ev.line), latencyNs, cmd: String(ev.cmd ?? ''), dir, leg: String(ev.leg) });
         break;
       }
       case 'state': {
