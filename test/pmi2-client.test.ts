@@ -11,11 +11,11 @@
  *    attributes, name service and not-found answers from inside a hydra job.
  */
 import t, { type Test } from 'tap';
-import { createServer, type Server, type Socket } from 'node:net';
+import { connect, createServer, type Server, type Socket } from 'node:net';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Pmi2Client, PMI2_REFUSED, type PmiEndpoint } from '../src/client/index.js';
+import { endpointFromEnv, Pmi2Client, PMI2_REFUSED, type PmiEndpoint } from '../src/client/index.js';
 import { RemotePmiError, WireFramer, type WireItem } from '../src/protocol/index.js';
 import { envWithPmibridge, repoRoot, runCli, runCommand } from './fixtures/cli.js';
 import { mpichMissing } from './fixtures/mpich.js';
@@ -130,6 +130,24 @@ t.test('fullinit: pmirank from PMI_RANK when there is no PMI_ID, -1 when neither
     const c = await Pmi2Client.connect({ mode: 'port', address: { kind: 'tcp', host: '127.0.0.1', port: fake.port }, ...ep }, { timeoutMs: 10_000 });
     await c.init();
     t.equal(fake.seen[1], want);
+    c.close();
+  }
+});
+
+t.test('PMI_FD mode: pmirank is PMI_ID when set (as MPICH reads it), else PMI_RANK', async (t) => {
+  t.match(endpointFromEnv({ PMI_FD: '5', PMI_ID: '2', PMI_RANK: '1', PMI_SIZE: '4' }), { mode: 'fd', fd: 5, pmiid: 2, rank: 1, size: 4 });
+  t.notOk('pmiid' in endpointFromEnv({ PMI_FD: '5', PMI_RANK: '1' }));
+  for (const [env, want] of [
+    [{ PMI_FD: '5', PMI_ID: '2', PMI_RANK: '1' }, 'cmd=fullinit;pmirank=2;'],
+    [{ PMI_FD: '5', PMI_RANK: '1' }, 'cmd=fullinit;pmirank=1;'],
+  ] as const) {
+    const fake = await fakeServer(t, scripted(BASIC));
+    const sock = await new Promise<Socket>((resolve) => {
+      const s: Socket = connect({ host: '127.0.0.1', port: fake.port }, () => resolve(s));
+    });
+    const c = new Pmi2Client(sock, endpointFromEnv(env), { timeoutMs: 10_000 });
+    await c.init();
+    t.equal(fake.seen[1], want, JSON.stringify(env));
     c.close();
   }
 });
