@@ -17,7 +17,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { endpointFromEnv, Pmi2Client, PMI2_REFUSED, type PmiEndpoint } from '../src/client/index.js';
 import { RemotePmiError, WireFramer, type WireItem } from '../src/protocol/index.js';
-import { envWithPmibridge, repoRoot, runCli, runCommand } from './fixtures/cli.js';
+import { envWithPmibridge, repoRoot, runCli, runCommand, until } from './fixtures/cli.js';
 import { mpichMissing } from './fixtures/mpich.js';
 
 /** A frame as peers write it: `%6u` then the body (independent of the code under test). */
@@ -45,6 +45,7 @@ async function fakeServer(t: Test, answer: (msg: string, sock: Socket, kind: Wir
   const fake: { seen: string[]; ended: number } = { seen: [], ended: 0 };
   const server: Server = createServer((sock) => {
     sockets.add(sock);
+    sock.setNoDelay(true); // small writes leave one by one (the split-frame test relies on it)
     const framer = new WireFramer({ maxLine: 4096, detectForeign: false });
     sock.on('data', (chunk: Buffer) => {
       for (const item of framer.push(chunk)) {
@@ -223,16 +224,15 @@ t.test('every operation writes its frame and reads its response', async (t) => {
     'cmd=name-unpublish;name=svc;',
     'cmd=finalize;',
   ]);
-  await new Promise((r) => setTimeout(r, 50));
-  t.equal(fake.ended, 1, 'finalize closes the connection');
+  await until('the client to close its end after finalize', () => fake.ended === 1, 10_000);
+  t.pass('finalize closes the connection');
 });
 
 t.test('abort: one frame, no response awaited, connection closed', async (t) => {
   const { fake, c } = await connected(t, {});
   await c.abort(7, 'bye now');
-  await new Promise((r) => setTimeout(r, 50));
+  await until('the client to close its end after abort', () => fake.ended === 1, 10_000);
   t.equal(fake.seen.at(-1), 'cmd=abort;isworld=TRUE;exitcode=7;msg=bye now;');
-  t.equal(fake.ended, 1);
 });
 
 t.test('rc≠0 is a RemotePmiError with rc and errmsg', async (t) => {
