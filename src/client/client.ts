@@ -154,7 +154,7 @@ export class PmiClient {
       const reply = this.expect(await this.readLine(), want as string);
       if (reply.rc !== 0) {
         const msg = reply.msg ? `: ${reply.msg}` : '';
-        throw new RemotePmiError(`${query.cmd} failed with rc=${reply.rc} (${rcText(reply.rc)})${msg}`, reply.rc, 'E_RC');
+        throw new RemotePmiError(`${query.cmd} failed with rc=${reply.rc} (${rcText(reply.rc)})${msg}`, reply.rc, 'E_RC', reply.msg);
       }
       return reply as ReplyFor<Q>;
     });
