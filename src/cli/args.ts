@@ -100,6 +100,18 @@ export function intOption(spec: CommandSpec, values: ParsedValues, name: string,
   return n;
 }
 
+/** `--pmi-version 1|2`: which wire protocol a command speaks (PMI-1 by default). */
+export function pmiVersionSpec(help: string): OptionSpec {
+  return { type: 'string', arg: '1|2', default: '1', help };
+}
+
+/** The value of `--pmi-version`; anything but 1 or 2 is a usage error. */
+export function pmiVersionOption(spec: CommandSpec, values: ParsedValues): 1 | 2 {
+  const v = values['pmi-version'];
+  if (v !== '1' && v !== '2') throw new UsageError(spec.name, `--pmi-version must be 1 or 2, got ${JSON.stringify(v)}`);
+  return v === '2' ? 2 : 1;
+}
+
 export function stringOption(values: ParsedValues, name: string): string | undefined {
   const v = values[name];
   return typeof v === 'string' ? v : undefined;

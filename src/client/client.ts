@@ -12,6 +12,7 @@ import {
   formatQuery,
   LineFramer,
   RemotePmiError,
+  type Framed,
   rcText,
   replyNameOf,
   wireMsg,
@@ -20,8 +21,9 @@ import {
   type ReplyOf,
 } from '../protocol/index.js';
 import type { QUERIES } from '../protocol/catalogue.js';
-import { openEndpoint } from './connect.js';
-import { endpointFromEnv, PmiEnvError, type PmiEndpoint } from './env.js';
+import { ReplyChannel } from './channel.js';
+import { connectEndpoint } from './connect.js';
+import { endpointFromEnv, type PmiEndpoint } from './env.js';
 
 export interface Maxes {
   readonly kvsnameMax: number;
@@ -43,48 +45,25 @@ export class PmiClient {
   kvsname = '';
   debug = 0;
   maxes: Maxes = { kvsnameMax: 0, keylenMax: 0, vallenMax: 0 };
-  private readonly framer: LineFramer;
-  private readonly lines: string[] = [];
-  private waiter: { resolve: (l: string) => void; reject: (e: Error) => void } | null = null;
-  private ended: Error | null = null;
-  private queue: Promise<unknown> = Promise.resolve();
+  private readonly channel: ReplyChannel<Framed>;
   private initialized = false;
 
   /** Connect using PMI_FD / PMI_PORT (+PMI_ID) from the environment, or an explicit endpoint. */
   static async connect(endpoint: PmiEndpoint = endpointFromEnv(), opts: ClientOptions = {}): Promise<PmiClient> {
-    let ep: PmiEndpoint = endpoint;
-    let socket: Socket;
-    try {
-      socket = await openEndpoint(ep);
-    } catch (err) {
-      // PMI_FD unusable (closed by a debugger, or reused) but PMI_PORT is there: use it, as the
-      // reference recommends; MPICH's own client would not check.
-      if (ep.mode !== 'fd' || !ep.fallback || !(err instanceof PmiEnvError)) throw err;
-      ep = ep.fallback;
-      socket = await openEndpoint(ep);
-    }
+    const { socket, endpoint: ep } = await connectEndpoint(endpoint);
     const client = new PmiClient(socket, ep, opts);
     if (ep.mode === 'port' && ep.pmiid !== undefined) await client.handshake(ep.pmiid);
     return client;
   }
 
   constructor(
-    private readonly socket: Socket,
+    socket: Socket,
     endpoint: Pick<PmiEndpoint, 'rank' | 'size'> = {},
-    private readonly opts: ClientOptions = {},
+    opts: ClientOptions = {},
   ) {
     this.rank = endpoint.rank ?? 0;
     this.size = endpoint.size ?? 1;
-    this.framer = new LineFramer(opts.maxLine ?? 64 * 1024);
-    socket.on('data', (chunk: Buffer) => {
-      for (const f of this.framer.push(chunk)) {
-        this.deliver(f.kind === 'line' ? f.line : `cmd=error rc=-1 msg=reply_line_of_${f.length}_bytes_too_long`);
-      }
-    });
-    const gone = (why: string) => () => this.terminate(new RemotePmiError(`PMI server ${why}`));
-    socket.on('end', gone('closed the connection'));
-    socket.on('close', gone('connection closed'));
-    socket.on('error', (err: NodeJS.ErrnoException) => this.terminate(new RemotePmiError(`PMI connection error: ${err.code ?? err.message}`)));
+    this.channel = new ReplyChannel(socket, new LineFramer(opts.maxLine ?? 64 * 1024), opts.timeoutMs ?? 0);
   }
 
   // ---- PMI API ---------------------------------------------------------------------------------
@@ -123,13 +102,13 @@ export class PmiClient {
   async finalize(): Promise<void> {
     await this.request({ cmd: 'finalize' });
     this.initialized = false;
-    this.socket.end();
+    this.channel.socket.end();
   }
 
   /** PMI_Abort: no reply; the server ends the job with `exitCode`. */
   async abort(exitCode: number, message?: string): Promise<void> {
     const line = formatQuery({ cmd: 'abort', exitcode: exitCode, ...(message ? { message: wireMsg(message) } : {}) });
-    await new Promise<void>((resolve) => this.socket.end(line, 'latin1', () => resolve()));
+    await this.channel.end(line);
   }
 
   async publish(service: string, port: string): Promise<void> {
@@ -145,15 +124,15 @@ export class PmiClient {
   }
 
   close(): void {
-    this.socket.destroy();
+    this.channel.close();
   }
 
   // ---- wire ------------------------------------------------------------------------------------
 
   /** PMI_PORT handshake: `initack pmiid=N`, then initack + set size/rank/debug lines. */
   private async handshake(pmiid: number): Promise<void> {
-    await this.serialize(async () => {
-      this.write(formatQuery({ cmd: 'initack', pmiid }));
+    await this.channel.serialize(async () => {
+      this.channel.write(formatQuery({ cmd: 'initack', pmiid }));
       const ack = this.expect(await this.readLine(), 'initack');
       if (ack.rc !== 0) throw new RemotePmiError(`the server refused PMI_ID ${pmiid}: ${ack.msg ?? rcText(ack.rc)}`, ack.rc, 'E_HANDSHAKE');
       for (const want of ['size', 'rank', 'debug'] as const) {
@@ -169,13 +148,13 @@ export class PmiClient {
 
   /** Send one query and return its (successful) reply; rc≠0 throws RemotePmiError. */
   request<Q extends Query>(query: Q): Promise<ReplyFor<Q>> {
-    return this.serialize(async () => {
+    return this.channel.serialize(async () => {
       const want = replyNameOf(query.cmd);
-      this.write(formatQuery(query));
+      this.channel.write(formatQuery(query));
       const reply = this.expect(await this.readLine(), want as string);
       if (reply.rc !== 0) {
         const msg = reply.msg ? `: ${reply.msg}` : '';
-        throw new RemotePmiError(`${query.cmd} failed with rc=${reply.rc} (${rcText(reply.rc)})${msg}`, reply.rc, 'E_RC');
+        throw new RemotePmiError(`${query.cmd} failed with rc=${reply.rc} (${rcText(reply.rc)})${msg}`, reply.rc, 'E_RC', reply.msg);
       }
       return reply as ReplyFor<Q>;
     });
@@ -194,54 +173,10 @@ export class PmiClient {
     return d.reply;
   }
 
-  private serialize<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.queue.then(fn, fn);
-    this.queue = run.catch(() => undefined);
-    return run;
-  }
-
-  private write(line: string): void {
-    if (this.ended) throw this.ended;
-    this.socket.write(line, 'latin1');
-  }
-
-  private readLine(): Promise<string> {
-    const next = this.lines.shift();
-    if (next !== undefined) return Promise.resolve(next);
-    if (this.ended) return Promise.reject(this.ended);
-    return new Promise((resolve, reject) => {
-      const timeout = this.opts.timeoutMs ?? 0;
-      const timer = timeout > 0 ? setTimeout(() => this.terminate(new RemotePmiError(`no reply from the PMI server within ${timeout} ms`, -1, 'E_TIMEOUT')), timeout) : null;
-      this.waiter = {
-        resolve: (l) => {
-          if (timer) clearTimeout(timer);
-          resolve(l);
-        },
-        reject: (e) => {
-          if (timer) clearTimeout(timer);
-          reject(e);
-        },
-      };
-    });
-  }
-
-  private deliver(line: string): void {
-    const w = this.waiter;
-    if (w) {
-      this.waiter = null;
-      w.resolve(line);
-    } else {
-      this.lines.push(line);
-    }
-  }
-
-  private terminate(err: Error): void {
-    if (this.ended) return;
-    this.ended = err;
-    const w = this.waiter;
-    this.waiter = null;
-    w?.reject(err);
-    if (err instanceof RemotePmiError && err.code === 'E_TIMEOUT') this.socket.destroy();
+  /** The next reply line (an overlong one reads as an error line). */
+  private async readLine(): Promise<string> {
+    const f = await this.channel.read();
+    return f.kind === 'line' ? f.line : `cmd=error rc=-1 msg=reply_line_of_${f.length}_bytes_too_long`;
   }
 }
 

@@ -38,3 +38,17 @@ export async function openEndpoint(ep: PmiEndpoint, timeoutMs = 30_000): Promise
   });
   return socket;
 }
+
+/**
+ * Open an endpoint; when PMI_FD is unusable (closed by a debugger, or reused) but PMI_PORT is
+ * there, use PMI_PORT instead, as the reference recommends (MPICH's own client would not check).
+ * Returns the socket and the endpoint actually used.
+ */
+export async function connectEndpoint(endpoint: PmiEndpoint): Promise<{ socket: Socket; endpoint: PmiEndpoint }> {
+  try {
+    return { socket: await openEndpoint(endpoint), endpoint };
+  } catch (err) {
+    if (endpoint.mode !== 'fd' || !endpoint.fallback || !(err instanceof PmiEnvError)) throw err;
+    return { socket: await openEndpoint(endpoint.fallback), endpoint: endpoint.fallback };
+  }
+}

@@ -11,6 +11,8 @@ export type PmiEndpoint =
   | {
       readonly mode: 'fd';
       readonly fd: number;
+      /** PMI_ID, when set: PMI-2's fullinit names it before PMI_RANK, as MPICH does. */
+      readonly pmiid?: number;
       readonly rank?: number;
       readonly size?: number;
       /**
@@ -48,7 +50,8 @@ export function endpointFromEnv(env: NodeJS.ProcessEnv = process.env): PmiEndpoi
   const fd = intVar(env, 'PMI_FD');
   if (fd !== undefined) {
     if (fd < 0) throw new PmiEnvError(`PMI_FD=${fd} is not a file descriptor`);
-    return { mode: 'fd', fd, ...extra, ...(portEndpoint ? { fallback: portEndpoint } : {}) };
+    const pmiid = intVar(env, 'PMI_ID');
+    return { mode: 'fd', fd, ...(pmiid !== undefined ? { pmiid } : {}), ...extra, ...(portEndpoint ? { fallback: portEndpoint } : {}) };
   }
   if (portEndpoint) return portEndpoint;
   throw new PmiEnvError('no PMI process manager: neither PMI_FD nor PMI_PORT is set (start this under `pmibridge run`, mpiexec, or set PMI_PORT and PMI_ID)');

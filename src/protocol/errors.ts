@@ -87,6 +87,8 @@ export class RemotePmiError extends Error {
     message: string,
     readonly rc: number = PMI_RC.FAIL,
     readonly code = 'E_REMOTE',
+    /** The peer's own words: PMI-2 `errmsg`, PMI-1 `msg` (when it sent one). */
+    readonly errmsg?: string,
   ) {
     super(message);
     this.name = 'RemotePmiError';
