@@ -142,3 +142,16 @@ function runCliRank(exe: string, env: Record<string, string>): ReturnType<typeof
   for (const k of ['PMI_FD', 'PMI_PORT', 'PMI_ID', 'PMI_RANK', 'PMI_SIZE']) delete clean[k];
   return runCommand(exe, [], { env: { ...clean, ...env }, timeoutMs: 30_000 });
 }
+
+t.test("pmibridge's own PMI-2 client against its server: pmi exchange --pmi-version 2, alone and mixed with PMI-1", async (t) => {
+  const r = await runCli(['run', '-n', '4', '--', 'pmibridge', 'pmi', 'exchange', '--pmi-version', '2', '--count', '3'], { timeoutMs: 60_000 });
+  t.equal(r.code, 0, `exit 0 (stderr: ${r.stderr})`);
+  t.equal(r.stdout.match(/read 12 keys from 4 ranks: OK/g)?.length, 4);
+  const mixed = 'if [ $((PMI_RANK % 2)) = 0 ]; then exec pmibridge pmi exchange --pmi-version 2; else exec pmibridge pmi exchange; fi';
+  const m = await runCli(['run', '--pmi', 'tcp', '-n', '4', '--', 'sh', '-c', mixed], { timeoutMs: 60_000 });
+  t.equal(m.code, 0, `mixed: exit 0 (stderr: ${m.stderr})`);
+  t.equal(m.stdout.match(/read 4 keys from 4 ranks: OK/g)?.length, 4);
+  const refused = await runCli(['run', '--pmi-version', '1', '-n', '1', '--', 'pmibridge', 'pmi', 'info', '--pmi-version', '2'], { timeoutMs: 30_000 });
+  t.equal(refused.code, 1);
+  t.match(refused.stderr, /the PMI server refused PMI-2/);
+});
