@@ -37,7 +37,7 @@ export interface KindInfo {
 /** In the order the README lists them. */
 export const KINDS: Readonly<Record<RequestKind, KindInfo>> = {
   handshake: { read: false, keepsCatchUp: true, meaning: 'binds the connection to its session' },
-  init: { read: false, keepsCatchUp: true, meaning: 'starts PMI (answered once per session upstream)' },
+  init: { read: false, keepsCatchUp: true, meaning: 'starts PMI (PMI-2 clients too: `cmd=init pmi_version=2` is a PMI-1 line)' },
   query: { read: true, keepsCatchUp: true, meaning: 'a question whose answer never changes during a job' },
   'kvs-put': { read: false, keepsCatchUp: false, meaning: 'stores a key (visible after the next barrier)' },
   'kvs-get': { read: true, keepsCatchUp: true, meaning: 'reads a key' },

@@ -99,7 +99,7 @@ export const STEPS: Readonly<Record<Step, StepInfo>> = {
   },
   'ack-resent-put': {
     does: 'if the client is catching up after a takeover and this is not the request of the kept reply: answers `put_result rc=0` (catching up implies its predecessor had this put acknowledged since the last `barrier_out` it received: same kvsname, key, value)',
-    why: 'the value is in the KVS already; forwarding it again could undo a later writer’s value. Never for a live client: its puts always go upstream',
+    why: 'the value is in the KVS already; forwarding it again could undo a later writer’s value. Never for a live client: its puts, a repeated put of an older value included, always go upstream',
   },
   wait: {
     does: 'if this is the re-send of the request in flight at a takeover: it gets that reply when it comes; otherwise queued behind the request in flight (over 256 requests or 256 KiB: `E_FLOOD`, connection closed)',
@@ -107,7 +107,7 @@ export const STEPS: Readonly<Record<Step, StepInfo>> = {
   },
   'kept-reply': {
     does: 'if a reply was kept for this exact line: delivers it, once. Otherwise a read leaves it kept; anything else drops it (logged) and tries the next step',
-    why: 'the predecessor never received the kept reply, so the identical re-send is that request; reads change nothing; a write means the client moved on',
+    why: 'the predecessor never received the kept reply, so the identical re-send is that request; reads change nothing (a restarted MPICH rank reads `PMI_process_mapping` before it re-sends its barrier); a write means the client moved on',
   },
   'refuse-finalized': {
     does: 'answers `cmd=error rc=-1 msg=PMI_ID_<n>_already_finalized`',
@@ -123,7 +123,7 @@ export const STEPS: Readonly<Record<Step, StepInfo>> = {
   },
   forward: {
     does: 'forwards it; the reply goes to this client (`abort`: none is awaited)',
-    why: 'a new request of a live client always goes upstream',
+    why: 'the relay answers itself only what the steps before prove it may; the rest is the upstream’s to answer',
   },
 };
 
