@@ -14,10 +14,9 @@
  *    - a new connection with the same PMI_ID (and the same uid) takes the session over, also when
  *      the old connection still looks alive (a CRIU restore leaves it half-open): newer wins, the
  *      old one is closed;
- *    - after a takeover, `init`, `get_maxes`, `get_appnum`, `get_my_kvsname`,
- *      `get_universe_size` are answered from the session (never sent upstream twice); the request
- *      that was in flight at the disconnect, sent again, gets the kept reply exactly once (or waits
- *      for it);
+ *    - what each request gets (answered from the session, the kept reply, queued, forwarded…)
+ *      is the rule table in rules.ts, looked up by the session's phase and the request's kind
+ *      (request() below); the README's table is generated from it;
  *    - a held session whose hold expires is closed upstream, so the server sees a failed rank;
  *    - a session whose PMI_ID the upstream refuses is forgotten (it never was one of the job's).
  *    The replay rules, and why each is safe, are in replay.ts.
