@@ -51,8 +51,8 @@ t.test('phase precedence', async (t) => {
 });
 
 t.test('catch-up: start-up and reads keep it; a re-sent put keeps it; writes end it', async (t) => {
-  for (const k of ['handshake', 'init', 'query', 'kvs-get', 'name-lookup'] as const) t.notOk(endsCatchUp(k, () => false), k);
-  for (const k of ['barrier', 'finalize', 'abort', 'name-publish', 'spawn', 'other'] as const) t.ok(endsCatchUp(k, () => true), k);
-  t.notOk(endsCatchUp('kvs-put', () => true));
-  t.ok(endsCatchUp('kvs-put', () => false));
+  for (const k of ['handshake', 'init', 'query', 'kvs-get', 'name-lookup'] as const) t.notOk(endsCatchUp(k, false), k);
+  for (const k of ['barrier', 'finalize', 'abort', 'name-publish', 'spawn', 'other'] as const) t.ok(endsCatchUp(k, true), k);
+  t.notOk(endsCatchUp('kvs-put', true));
+  t.ok(endsCatchUp('kvs-put', false));
 });

@@ -452,7 +452,7 @@ export class RelayEngine {
     // The takeover's catch-up ends with the first request that is not a start-up query, a read or
     // a re-sent put: from then on the client is live and everything it asks goes upstream. The
     // lines of a replayed block are not requests of the new client's: they leave it as it is.
-    if (phase !== 'replaying-spawn' && session.catchingUp && endsCatchUp(req.kind, () => !!req.put && session.puts.acknowledged(...req.put))) session.catchingUp = false;
+    if (phase !== 'replaying-spawn' && session.catchingUp && endsCatchUp(req.kind, !!req.put && session.puts.acknowledged(...req.put))) session.catchingUp = false;
     for (const step of stepsFor(phase, req.kind)) if (this.steps[step](session, req, out)) return;
   }
 

@@ -176,22 +176,22 @@ export function rowKinds(row: RuleRow): readonly RequestKind[] {
 
 /** The lookup the engine uses: every (phase, kind) exactly once, checked when the module loads. */
 const TABLE = (() => {
-  const table = new Map<string, readonly Step[]>();
+  const table = {} as Record<Phase, Partial<Record<RequestKind, readonly Step[]>>>;
+  for (const phase of Object.keys(PHASES) as Phase[]) table[phase] = {};
   for (const row of RULES) {
     for (const kind of rowKinds(row)) {
-      const key = `${row.phase}/${kind}`;
-      if (table.has(key)) throw new Error(`relay rules: ${key} has two rows`);
-      table.set(key, row.steps);
+      if (table[row.phase][kind]) throw new Error(`relay rules: ${row.phase}/${kind} has two rows`);
+      table[row.phase][kind] = row.steps;
     }
   }
-  for (const phase of Object.keys(PHASES)) {
-    for (const kind of KIND_NAMES) if (!table.has(`${phase}/${kind}`)) throw new Error(`relay rules: no row for ${phase}/${kind}`);
+  for (const phase of Object.keys(PHASES) as Phase[]) {
+    for (const kind of KIND_NAMES) if (!table[phase][kind]) throw new Error(`relay rules: no row for ${phase}/${kind}`);
   }
-  return table;
+  return table as Readonly<Record<Phase, Readonly<Record<RequestKind, readonly Step[]>>>>;
 })();
 
 export function stepsFor(phase: Phase, kind: RequestKind): readonly Step[] {
-  return TABLE.get(`${phase}/${kind}`) as readonly Step[];
+  return TABLE[phase][kind];
 }
 
 /**
@@ -199,6 +199,6 @@ export function stepsFor(phase: Phase, kind: RequestKind): readonly Step[] {
  * block: a takeover starts it; a request of a kind that does not keep it ends it — unless it is a
  * put its predecessor had acknowledged since its last received barrier_out (`resentPut`).
  */
-export function endsCatchUp(kind: RequestKind, resentPut: () => boolean): boolean {
-  return !KINDS[kind].keepsCatchUp && !(kind === 'kvs-put' && resentPut());
+export function endsCatchUp(kind: RequestKind, resentPut: boolean): boolean {
+  return !KINDS[kind].keepsCatchUp && !(kind === 'kvs-put' && resentPut);
 }
