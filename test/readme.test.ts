@@ -3,6 +3,7 @@ import t from 'tap';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { catalogueMarkdown, pmi2CatalogueMarkdown } from '../src/protocol/index.js';
+import { relayRulesMarkdown } from '../src/relay/rules-markdown.js';
 import { repoRoot } from './fixtures/cli.js';
 
 t.test('README protocol table matches the catalogue (update: pmibridge protocol)', async (t) => {
@@ -24,6 +25,13 @@ t.test('README protocol table matches the catalogue (update: pmibridge protocol)
     },
   );
 }
+
+t.test('README relay rules match the table the relay runs (update: see src/relay/rules-markdown.ts)', async (t) => {
+  const readme = readFileSync(join(repoRoot, 'README.md'), 'utf8');
+  const m = /<!-- relay-rules:start -->\n([\s\S]*?)<!-- relay-rules:end -->/.exec(readme);
+  t.ok(m, 'README has the relay-rules markers');
+  t.equal(m?.[1], relayRulesMarkdown());
+});
 
 t.test('README names the two set-up commands that CI runs', async (t) => {
   const readme = readFileSync(join(repoRoot, 'README.md'), 'utf8');

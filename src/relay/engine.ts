@@ -14,10 +14,9 @@
  *    - a new connection with the same PMI_ID (and the same uid) takes the session over, also when
  *      the old connection still looks alive (a CRIU restore leaves it half-open): newer wins, the
  *      old one is closed;
- *    - after a takeover, `init`, `get_maxes`, `get_appnum`, `get_my_kvsname`,
- *      `get_universe_size` are answered from the session (never sent upstream twice); the request
- *      that was in flight at the disconnect, sent again, gets the kept reply exactly once (or waits
- *      for it);
+ *    - what each request gets (answered from the session, the kept reply, queued, forwarded…)
+ *      is the rule table in rules.ts, looked up by the session's phase and the request's kind
+ *      (request() below); the README's table is generated from it;
  *    - a held session whose hold expires is closed upstream, so the server sees a failed rank;
  *    - a session whose PMI_ID the upstream refuses is forgotten (it never was one of the job's).
  *    The replay rules, and why each is safe, are in replay.ts.
@@ -33,6 +32,8 @@ import { formatReply, pmi2FailureResponse, pmi2ResponseFor, preview, tokenize, t
 import { foreignAnswer } from '../protocol/foreign-answer.js';
 import { RelayKvsCache, type CacheStats } from './kvs-cache.js';
 import { PutHistory, type Unconfirmed } from './replay.js';
+import { BLOCK, KINDS, PMI1_KINDS, pmi1Kind, type RequestKind } from './kinds.js';
+import { endsCatchUp, phaseOf, stepsFor, type Step } from './rules.js';
 import type { ClientFacts, ClientId, RelayAction, RelayEvent, RelayInput, SessionId, SessionState } from './types.js';
 
 export interface UpstreamIdentity {
@@ -67,9 +68,6 @@ export interface RelayEngineOptions {
   readonly unread?: (client: ClientId) => number | undefined;
 }
 
-/** Requests that change nothing upstream: they may pass a kept reply without voiding it. */
-const READ_ONLY = new Set(['get', 'get_maxes', 'get_appnum', 'get_my_kvsname', 'get_universe_size', 'lookup_name']);
-
 /** Requests a session may have waiting behind the one in flight (a lock-step client has one). */
 const MAX_QUEUED = 256;
 const MAX_QUEUED_BYTES = 256 * 1024;
@@ -84,17 +82,26 @@ function succeeded(line: string, name: string): boolean {
 
 /** The request line a spawn block's reply is kept under. */
 const SPAWN_LINE = 'mcmd=spawn';
-/**
- * The internal name of a multi-line block (any line starting `mcmd=`, as hydra and our server read
- * it). Not 'spawn': a single-line `cmd=spawn` is an ordinary (unknown) command with one reply.
- */
-const BLOCK = 'mcmd';
 
 /** kvsname, key, value of a put. */
 type PutAttrs = readonly [string, string, string];
 
-/** Queries whose answers never change during a job: answered from the session after the first. */
-const INVARIANT = new Set(['init', 'get_maxes', 'get_appnum', 'get_my_kvsname', 'get_universe_size']);
+/** PMI-1 requests whose answers never change during a job: kept to answer from the session (rules.ts). */
+const INVARIANT = new Set([...PMI1_KINDS].filter(([, kind]) => kind === 'init' || kind === 'query').map(([name]) => name));
+
+/** A request as the rules see it: its kind, and what the steps read of its line. */
+interface Request {
+  readonly client: Client;
+  readonly line: string;
+  /** The wire name (`cmd=<name>`; BLOCK for `mcmd=` lines; '' if unparsable): what events name. */
+  readonly cmd: string;
+  readonly kind: RequestKind;
+  readonly tokens: Tokens | null;
+  readonly put: PutAttrs | undefined;
+}
+
+/** A step of a rule (rules.ts): true once it handled the request, false to try the next step. */
+type StepFn = (session: Session, req: Request, out: RelayAction[]) => boolean;
 
 interface Inflight {
   readonly line: string;
@@ -455,87 +462,148 @@ export class RelayEngine {
     }
   }
 
-  /** A request from the session's current client. */
+  /**
+   * A request from the session's current client: classify it, find the session's phase, and run
+   * the steps the rule table (rules.ts) gives for that pair until one handles it.
+   */
   private request(session: Session, client: Client, line: string, out: RelayAction[]): void {
-    // The hot path: a get already answered this epoch, from an idle session — no parsing.
+    // The hot path: a get already answered this epoch, from an idle session — no parsing. (It is
+    // the `ready`/`kvs-get` rule's cache hit, taken before classifying.)
     if (this.cache && session.state === 'ready' && !session.inflight && !session.kept && !session.inSpawn && session.barriers === this.cache.epoch) {
       const reply = this.cache.hitLine(line);
       if (reply !== undefined) return this.answer(session, client, line, reply, out);
     }
+    const req = this.classify(client, line);
+    const phase = phaseOf(
+      {
+        swallowingSpawn: session.swallowSpawn !== null,
+        spawnResultKept: session.kept?.line === SPAWN_LINE,
+        inSpawn: session.inSpawn,
+        opening: session.state === 'opening',
+        inflight: session.inflight !== null,
+        finalized: session.state === 'finalized',
+      },
+      req.kind,
+    );
+    // The takeover's catch-up ends with the first request that is not a start-up query, a read or
+    // a re-sent put: from then on the client is live and everything it asks goes upstream. The
+    // lines of a replayed block are not requests of the new client's: they leave it as it is.
+    if (phase !== 'replaying-spawn' && session.catchingUp && endsCatchUp(req.kind, !!req.put && session.puts.acknowledged(...req.put))) session.catchingUp = false;
+    for (const step of stepsFor(phase, req.kind)) if (this.steps[step](session, req, out)) return;
+  }
+
+  /** What a PMI-1 line asks (its kind) and the attributes the steps read. */
+  private classify(client: Client, line: string): Request {
     const t = tokenize(line);
     const tokens = isTokens(t) ? t : null;
     const cmd = line.startsWith('mcmd=') ? BLOCK : tokens ? tokens.name : '';
-    if (session.swallowSpawn || (cmd === BLOCK && !session.inSpawn && session.kept?.line === SPAWN_LINE)) return this.replaySpawn(session, client, line, out);
     const put = cmd === 'put' && tokens ? ([tokens.attrs.get('kvsname') ?? '', tokens.attrs.get('key') ?? '', tokens.attrs.get('value') ?? ''] as const) : undefined;
-    // The takeover's catch-up ends with the first request that is not a start-up query, a read or
-    // a re-sent put: from then on the client is live and everything it asks goes upstream.
-    if (session.catchingUp && !READ_ONLY.has(cmd) && !INVARIANT.has(cmd) && cmd !== 'initack' && !(put && session.puts.acknowledged(...put))) session.catchingUp = false;
-    // A new spawn block waits for the upstream like any request (lock-step); the segments after the
-    // first endcmd (inflight is the spawn itself) and the lines inside a block go straight on.
-    const busy = session.state === 'opening' || (session.inflight !== null && session.inflight.cmd !== BLOCK);
-    if (session.state === 'finalized' && cmd === BLOCK && !busy) {
-      // The upstream connection is done: nothing goes there any more (a block's lines would).
-      return this.answer(session, client, line, `cmd=spawn_result rc=-1 msg=${wireMsg(`PMI_ID_${session.id}_already_finalized`)}\n`, out);
-    }
-    if (session.inSpawn || (cmd === BLOCK && !busy)) return this.spawnLine(session, line, out);
-    if (cmd === 'initack') {
+    return { client, line, cmd, kind: pmi1Kind(cmd), tokens, put };
+  }
+
+  // ---- the steps of the rules (rules.ts says what each does and why it is safe) ----------------
+
+  private readonly steps: Readonly<Record<Step, StepFn>> = {
+    'swallow-spawn': (s, r, out) => {
+      this.replaySpawn(s, r.client, r.line, out);
+      return true;
+    },
+    'forward-block': (s, r, out) => {
+      this.spawnLine(s, r.line, out);
+      return true;
+    },
+    'continue-block': (s, r, out) => {
+      // Busy only with this block itself (after an endcmd): its further segments go straight on.
+      const busy = s.state === 'opening' || (s.inflight !== null && s.inflight.cmd !== BLOCK);
+      if (busy) return false;
+      this.spawnLine(s, r.line, out);
+      return true;
+    },
+    'answer-handshake': (s, r, out) => {
       // A client repeating its handshake on the same connection: answer from the session.
-      if (session.identity && session.state !== 'opening') this.answerInitack(session, client, out);
-      else session.awaitingInitack.push(client.id);
-      return;
+      if (s.identity && s.state !== 'opening') this.answerInitack(s, r.client, out);
+      else s.awaitingInitack.push(r.client.id);
+      return true;
+    },
+    'answer-from-session': (s, r, out) => {
+      const cached = s.invariant.get(r.line);
+      if (cached === undefined) return false;
+      out.push(event({ type: 'answered-locally', session: s.id, cmd: r.cmd }));
+      this.answer(s, r.client, r.line, cached, out);
+      return true;
+    },
+    'forget-cached-key': (_s, r) => {
+      if (r.put && this.cache) this.cache.forget(RelayKvsCache.keyOf(r.put[0], r.put[1]));
+      return false;
+    },
+    'ack-resent-put': (s, r, out) => {
+      // Still catching up (so this put was acknowledged to the predecessor this epoch, replay.ts).
+      if (!r.put || !s.catchingUp || s.kept?.line === r.line) return false;
+      out.push(event({ type: 'answered-locally', session: s.id, cmd: 'put (re-sent after a takeover, acknowledged before it)' }));
+      this.answer(s, r.client, r.line, 'cmd=put_result rc=0\n', out);
+      return true;
+    },
+    wait: (s, r, out) => this.wait(s, r, out),
+    'kept-reply': (s, r, out) => this.keptReply(s, r, out),
+    'refuse-finalized': (s, r, out) => {
+      this.answer(s, r.client, r.line, `cmd=error rc=-1 msg=${wireMsg(`PMI_ID_${s.id}_already_finalized`)}\n`, out);
+      return true;
+    },
+    'refuse-finalized-spawn': (s, r, out) => {
+      // The upstream connection is done: nothing goes there any more (a block's lines would).
+      this.answer(s, r.client, r.line, `cmd=spawn_result rc=-1 msg=${wireMsg(`PMI_ID_${s.id}_already_finalized`)}\n`, out);
+      return true;
+    },
+    'cached-get': (s, r, out) => {
+      // A get with a repeated attribute is forwarded but never cached: we read its first `key` (as
+      // hydra does), but another upstream might read it differently and file its answer elsewhere.
+      const t = r.tokens;
+      if (!t || t.repeated.length > 0 || !this.cache || s.barriers !== this.cache.epoch || s.inSpawn) return false;
+      this.cachedGet(s, r.client.id, r.line, RelayKvsCache.keyOf(t.attrs.get('kvsname') ?? '', t.attrs.get('key') ?? ''), out);
+      return true;
+    },
+    forward: (s, r, out) => {
+      this.forward(s, r.client.id, r.cmd, r.line, r.put, out);
+      return true;
+    },
+  };
+
+  /** The upstream is busy (handshake, or a request in flight): the request waits its turn. */
+  private wait(session: Session, req: Request, out: RelayAction[]): boolean {
+    const { client, line } = req;
+    if (session.inflight && session.inflight.client === null && session.inflight.line === line) {
+      // The request that was in flight when the old connection went away, sent again: its
+      // reply is on its way; hand it to this client instead of asking twice.
+      session.inflight.client = client.id;
+      out.push(event({ type: 'replayed', session: session.id, what: `${req.cmd} (waiting for the reply already asked for)` }));
+      return true;
     }
-    // Answers the session already has never wait: a reconnected client re-running its start-up
-    // must not queue behind the request that was in flight when its predecessor went away.
-    const cached = INVARIANT.has(cmd) ? session.invariant.get(line) : undefined;
-    if (cached !== undefined) {
-      out.push(event({ type: 'answered-locally', session: session.id, cmd }));
-      return this.answer(session, client, line, cached, out);
+    if (session.queue.length >= MAX_QUEUED || session.queuedBytes + line.length > MAX_QUEUED_BYTES) {
+      // PMI is lock-step: a client with this much unanswered is flooding, not waiting.
+      this.refuse(client, 'error', 'E_FLOOD', 'too_many_requests_waiting_send_one_request_at_a_time', `client ${client.id} (PMI_ID ${session.id}) sent more than ${MAX_QUEUED} requests or ${MAX_QUEUED_BYTES} bytes without waiting for the replies; closing that connection`, out);
+      return true;
     }
-    if (put && this.cache) this.cache.forget(RelayKvsCache.keyOf(put[0], put[1]));
-    if (put && session.catchingUp && session.kept?.line !== line) {
-      // Still catching up after a takeover: a restarted rank re-doing a put its predecessor had
-      // acknowledged this epoch (replay.ts). Never for a live client: its puts always go upstream.
-      out.push(event({ type: 'answered-locally', session: session.id, cmd: 'put (re-sent after a takeover, acknowledged before it)' }));
-      return this.answer(session, client, line, 'cmd=put_result rc=0\n', out);
+    session.queue.push({ client: client.id, line });
+    session.queuedBytes += line.length;
+    return true;
+  }
+
+  /**
+   * A kept reply waits for its request to be re-sent. Reads may come first (a restarted MPICH
+   * rank asks for PMI_process_mapping before its barrier); anything else means the client has
+   * moved on, and the reply is void.
+   */
+  private keptReply(session: Session, req: Request, out: RelayAction[]): boolean {
+    const kept = session.kept;
+    if (!kept || (kept.line !== req.line && KINDS[req.kind].read)) return false;
+    session.kept = null;
+    if (kept.line === req.line) {
+      out.push(event({ type: 'replayed', session: session.id, what: `${req.cmd} (reply kept while disconnected)` }));
+      this.deliver(session, req.client, req.cmd, req.line, kept.reply, out);
+      return true;
     }
-    if (session.state === 'opening' || session.inflight) {
-      if (session.inflight && session.inflight.client === null && session.inflight.line === line) {
-        // The request that was in flight when the old connection went away, sent again: its
-        // reply is on its way; hand it to this client instead of asking twice.
-        session.inflight.client = client.id;
-        out.push(event({ type: 'replayed', session: session.id, what: `${cmd} (waiting for the reply already asked for)` }));
-        return;
-      }
-      if (session.queue.length >= MAX_QUEUED || session.queuedBytes + line.length > MAX_QUEUED_BYTES) {
-        // PMI is lock-step: a client with this much unanswered is flooding, not waiting.
-        return this.refuse(client, 'error', 'E_FLOOD', 'too_many_requests_waiting_send_one_request_at_a_time', `client ${client.id} (PMI_ID ${session.id}) sent more than ${MAX_QUEUED} requests or ${MAX_QUEUED_BYTES} bytes without waiting for the replies; closing that connection`, out);
-      }
-      session.queue.push({ client: client.id, line });
-      session.queuedBytes += line.length;
-      return;
-    }
-    // A kept reply waits for its request to be re-sent. Reads may come first (a restarted MPICH
-    // rank asks for PMI_process_mapping before its barrier); anything else means the client has
-    // moved on, and the reply is void.
-    if (session.kept && (session.kept.line === line || !READ_ONLY.has(cmd))) {
-      const kept = session.kept;
-      session.kept = null;
-      if (kept.line === line) {
-        out.push(event({ type: 'replayed', session: session.id, what: `${cmd} (reply kept while disconnected)` }));
-        return this.deliver(session, client, cmd, line, kept.reply, out);
-      }
-      out.push(event({ type: 'protocol-error', session: session.id, message: `dropped the reply kept for ${preview(kept.line)}: the reconnected client asked ${preview(line)} instead` }));
-    }
-    if (session.state === 'finalized') {
-      // Only the kept finalize_ack could still be collected; the upstream connection is done.
-      return this.answer(session, client, line, `cmd=error rc=-1 msg=${wireMsg(`PMI_ID_${session.id}_already_finalized`)}\n`, out);
-    }
-    // A get with a repeated attribute is forwarded but never cached: we read its first `key` (as
-    // hydra does), but another upstream might read it differently and file its answer elsewhere.
-    if (cmd === 'get' && tokens && tokens.repeated.length === 0 && this.cache && session.barriers === this.cache.epoch && !session.inSpawn) {
-      return this.cachedGet(session, client.id, line, RelayKvsCache.keyOf(tokens.attrs.get('kvsname') ?? '', tokens.attrs.get('key') ?? ''), out);
-    }
-    this.forward(session, client.id, cmd, line, put, out);
+    out.push(event({ type: 'protocol-error', session: session.id, message: `dropped the reply kept for ${preview(kept.line)}: the reconnected client asked ${preview(req.line)} instead` }));
+    return false;
   }
 
   /**

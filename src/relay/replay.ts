@@ -2,6 +2,8 @@
  * When the relay may answer a request itself instead of forwarding it: the replay rules. Each
  * applies only to what a takeover (a reconnect by PMI_ID) left behind, never to a live client's
  * new request, which always goes upstream.
+ * The engine runs them as steps of the rule table in rules.ts (answer-from-session, wait,
+ * kept-reply, ack-resent-put); this is the argument for them.
  *
  * | after a takeover, the new client sends…                | the relay…                                  | why it is safe |
  * |---------------------------------------------------------|---------------------------------------------|----------------|
