@@ -2,10 +2,13 @@
 // socket is stopped (SIGSTOP: its connection stays open, as a CRIU restore leaves it) and a new
 // process with the same PMI_ID connects and re-sends its pending request. A reply the stopped
 // rank never read (the relay's SIOCOUTQ is not 0) is delivered once to the new one; a reply it
-// read is never replayed.
+// read is never replayed. Phases other than the barrier share their bodies with the TCP tests
+// (fixtures/frozen-phases.ts); there the rank is stopped between its request and the reply by
+// holding the relay (SIGSTOP) until the request is in the relay's socket.
 import t from 'tap';
 import { netnsMissing } from './fixtures/netns.js';
 import { frozenJob, serverBarrierIn, barriersCompleted, finalizeBoth, secondBarrierIsNew, QUIET_MS } from './fixtures/frozen-job.js';
+import { getMissKept, getHitKept, getReadNotReplayed, putKept, finalizeAckKept } from './fixtures/frozen-phases.js';
 
 const skip = netnsMissing() ?? false;
 
@@ -45,3 +48,15 @@ t.test('Unix, barrier_out read, then SIGSTOP: the new process\'s barrier_in is a
   const a2 = await job.rank(0, 'A\'');
   await secondBarrierIsNew(t, job, a2, b);
 });
+
+for (const kvsCache of [true, false]) {
+  t.test(`Unix, get (cache miss${kvsCache ? '' : ', --no-kvs-cache'}) answered into the stopped rank's socket: delivered once to the new process, not asked upstream again`, { skip }, (t) => getMissKept(t, 'unix', kvsCache));
+}
+
+t.test('Unix, get (cache hit) answered by the relay into the stopped rank\'s socket: delivered once to the new process', { skip }, (t) => getHitKept(t, 'unix'));
+
+t.test('Unix, get_result read, then SIGSTOP: never replayed, the new process\'s get is answered normally', { skip }, (t) => getReadNotReplayed(t, 'unix'));
+
+t.test('Unix, put acknowledged into the stopped rank\'s socket: the re-sent put gets its put_result once, the server saw one put', { skip }, (t) => putKept(t, 'unix'));
+
+t.test('Unix, finalize_ack unread in the stopped rank\'s socket: the new process may join again and collect it', { skip }, (t) => finalizeAckKept(t, 'unix'));
