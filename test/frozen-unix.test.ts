@@ -7,6 +7,7 @@
 // holding the relay (SIGSTOP) until the request is in the relay's socket.
 import t from 'tap';
 import { netnsMissing } from './fixtures/netns.js';
+import { until } from './fixtures/cli.js';
 import { frozenJob, serverBarrierIn, barriersCompleted, finalizeBoth, secondBarrierIsNew, QUIET_MS } from './fixtures/frozen-job.js';
 import { getMissKept, getHitKept, getReadNotReplayed, putKept, finalizeAckKept } from './fixtures/frozen-phases.js';
 
@@ -60,3 +61,27 @@ t.test('Unix, get_result read, then SIGSTOP: never replayed, the new process\'s 
 t.test('Unix, put acknowledged into the stopped rank\'s socket: the re-sent put gets its put_result once, the server saw one put', { skip }, (t) => putKept(t, 'unix'));
 
 t.test('Unix, finalize_ack unread in the stopped rank\'s socket: the new process may join again and collect it', { skip }, (t) => finalizeAckKept(t, 'unix'));
+
+t.test('Unix, SIGSTOP in a barrier, then SIGKILL: the barrier_out left unread by the dead process is delivered once to the new one', { skip }, async (t) => {
+  const job = await frozenJob(t, { listen: 'unix' });
+  const a = await job.rank(0, 'A');
+  const entered = serverBarrierIn(job, 1, 'A\'s barrier_in to reach the server');
+  a.send('cmd=barrier_in');
+  await entered;
+  a.kill('SIGSTOP');
+  const b = await job.rank(1, 'B');
+  await b.request('cmd=barrier_in', /^cmd=barrier_out rc=0/, 'B: barrier_out (A is in the barrier, stopped)');
+  await job.unreadByClient(a, 'A\'s barrier_out');
+  // A checkpoint's dump kills the process: its socket goes with the unread reply, and the relay's
+  // end reads a reset, not an EOF (on an EOF, SIOCOUTQ 0 would pass for "read").
+  await a.killed();
+  await until('the relay to hold session 0', () => /session 0 held/.test(job.relayLogs.stderr), 15_000);
+
+  const a2 = await job.rank(0, 'A\'');
+  a2.send('cmd=barrier_in');
+  await a2.next(/^cmd=barrier_out rc=0/, 'A\': the barrier_out A never read, at once', 5_000);
+  await a2.none(QUIET_MS, 'exactly one barrier_out');
+  t.equal(barriersCompleted(job), 1, 'the server saw one barrier');
+  await finalizeBoth(t, job, a2, b);
+  t.match(job.relayLogs.stderr, /session 0: barrier_in \(reply kept while disconnected\)/, 'the relay delivered the barrier_out it kept');
+});
