@@ -12,14 +12,14 @@
 // (PMI_ID 1).
 import t from 'tap';
 import { netnsMissing, type RawClient } from './fixtures/netns.js';
-import { frozenJob, serverBarrierIn, barriersCompleted, barrierBoth, finalizeBoth, secondBarrierIsNew, logTail, QUIET_MS, KVSNAME, type FrozenJob } from './fixtures/frozen-job.js';
+import { frozenJob, serverBarrierIn, barriersCompleted, barrierBoth, finalizeBoth, secondBarrierIsNew, QUIET_MS, type FrozenJob } from './fixtures/frozen-job.js';
+import { getMissKept, getHitKept, getReadNotReplayed, putKept, finalizeAckKept } from './fixtures/frozen-phases.js';
 
 const skip = netnsMissing() ?? false;
 
-
-/** Freeze A's connection both ways (relay -> A first, as given), then SIGKILL A. */
-async function freezeAndKill(job: FrozenJob, a: RawClient, toClientAlready = false): Promise<void> {
-  if (!toClientAlready) await job.dropToClient(a);
+/** Freeze A's connection both ways (relay -> A first), then SIGKILL A. */
+async function freezeAndKill(job: FrozenJob, a: RawClient): Promise<void> {
+  await job.dropToClient(a);
   await job.dropFromClient(a);
   await a.killed();
 }
@@ -74,92 +74,14 @@ t.test('TCP, barrier, reply read (kernel ACK only, no later request): the restor
   await secondBarrierIsNew(t, job, a2, b);
 });
 
-const GET = `cmd=get kvsname=${KVSNAME} key=k`;
-const getResult = (value: string) => new RegExp(`^cmd=get_result rc=0\\b.*\\bvalue=${value}$`);
-
 for (const kvsCache of [true, false]) {
-  t.test(`TCP, get (cache miss${kvsCache ? '' : ', --no-kvs-cache'}) answered into the frozen connection: delivered once to the restored rank, not asked upstream again`, { skip }, async (t) => {
-    const job = await frozenJob(t, { listen: 'tcp', kvsCache });
-    const a = await job.rank(0, 'A');
-    const b = await job.rank(1, 'B');
-    await a.request(`cmd=put kvsname=${KVSNAME} key=k value=v0`, /^cmd=put_result rc=0/, 'A: put_result');
-    await barrierBoth(a, b, 'the barrier committing k');
-    await job.dropToClient(a);
-    a.send(GET);
-    await job.replyStuck(a, 'A\'s get_result');
-    t.equal(job.serverSaw(0, /^cmd=get .*key=k$/), 1, 'A\'s get reached the server (a cache miss)');
-    await freezeAndKill(job, a, true);
-
-    const a2 = await job.rank(0, 'A\'');
-    await a2.request(GET, getResult('v0'), 'A\': the kept get_result, at once', 5_000);
-    await a2.none(QUIET_MS, 'exactly one get_result');
-    t.equal(job.serverSaw(0, /^cmd=get .*key=k$/), 1, 'the re-sent get was not sent upstream again');
-    await finalizeBoth(t, job, a2, b);
-  });
+  t.test(`TCP, get (cache miss${kvsCache ? '' : ', --no-kvs-cache'}) answered into the frozen connection: delivered once to the restored rank, not asked upstream again`, { skip }, (t) => getMissKept(t, 'tcp', kvsCache));
 }
 
-t.test('TCP, get (cache hit) answered by the relay into the frozen connection: delivered once to the restored rank', { skip }, async (t) => {
-  const job = await frozenJob(t, { listen: 'tcp' });
-  const a = await job.rank(0, 'A');
-  const b = await job.rank(1, 'B');
-  await a.request(`cmd=put kvsname=${KVSNAME} key=k value=v0`, /^cmd=put_result rc=0/, 'A: put_result');
-  await barrierBoth(a, b, 'the barrier committing k');
-  await b.request(GET, getResult('v0'), 'B: get_result (fills the relay\'s cache)');
-  t.equal(job.serverSaw(1, /^cmd=get .*key=k$/), 1, 'B\'s get reached the server');
-  await job.dropToClient(a);
-  a.send(GET);
-  await job.replyStuck(a, 'A\'s get_result (from the cache)');
-  t.equal(job.serverSaw(0, /^cmd=get .*key=k$/), 0, 'A\'s get was answered from the relay\'s cache');
-  await freezeAndKill(job, a, true);
+t.test('TCP, get (cache hit) answered by the relay into the frozen connection: delivered once to the restored rank', { skip }, (t) => getHitKept(t, 'tcp'));
 
-  const a2 = await job.rank(0, 'A\'');
-  await a2.request(GET, getResult('v0'), 'A\': the kept get_result, at once', 5_000);
-  await a2.none(QUIET_MS, 'exactly one get_result');
-  t.equal(job.serverSaw(0, /^cmd=get .*key=k$/), 0, 'no get of k from rank 0 reached the server');
-  await finalizeBoth(t, job, a2, b);
-});
+t.test('TCP, get_result acknowledged, then frozen: never replayed, the restored rank\'s get is answered normally', { skip }, (t) => getReadNotReplayed(t, 'tcp'));
 
-t.test('TCP, put acknowledged into the frozen connection: the re-sent put gets its put_result once, the server saw one put', { skip }, async (t) => {
-  const job = await frozenJob(t, { listen: 'tcp' });
-  const a = await job.rank(0, 'A');
-  const b = await job.rank(1, 'B');
-  const put = `cmd=put kvsname=${KVSNAME} key=k value=v1`;
-  await job.dropToClient(a);
-  a.send(put);
-  await job.replyStuck(a, 'A\'s put_result');
-  t.equal(job.serverSaw(0, /^cmd=put .*key=k value=v1$/), 1, 'A\'s put reached the server');
-  await freezeAndKill(job, a, true);
+t.test('TCP, put acknowledged into the frozen connection: the re-sent put gets its put_result once, the server saw one put', { skip }, (t) => putKept(t, 'tcp'));
 
-  const a2 = await job.rank(0, 'A\'');
-  await a2.request(put, /^cmd=put_result rc=0/, 'A\': put_result of the re-sent put', 5_000);
-  await a2.none(QUIET_MS, 'exactly one put_result');
-  t.equal(job.serverSaw(0, /^cmd=put .*key=k value=v1$/), 1, 'the server saw the put once');
-  // The kept put_result is delivered, not a local acknowledgement of "an identical put": that rule
-  // answered live clients' puts without forwarding them (relay-multiwriter.test.ts).
-  t.notMatch(job.relayLogs.stderr, /identical to one already acknowledged/, 'the put was not answered as "identical to one already acknowledged"');
-  await barrierBoth(a2, b, 'the barrier committing k');
-  await b.request(GET, getResult('v1'), 'B: k=v1 after the barrier');
-  await finalizeBoth(t, job, a2, b);
-});
-
-t.test('TCP, finalize_ack stuck in the frozen connection: the restored rank may join again and collect it', { skip }, async (t) => {
-  const job = await frozenJob(t, { listen: 'tcp' });
-  const a = await job.rank(0, 'A');
-  const b = await job.rank(1, 'B');
-  await job.dropToClient(a);
-  a.send('cmd=finalize');
-  await job.replyStuck(a, 'A\'s finalize_ack');
-  t.equal(job.serverSaw(0, /^cmd=finalize$/), 1, 'A\'s finalize reached the server');
-  await freezeAndKill(job, a, true);
-
-  const a2 = await job.client('A\'');
-  a2.send('cmd=initack pmiid=0');
-  await a2.next(/^cmd=initack rc=0\b/, 'A\': initack rc=0 (the session\'s finalize_ack was never received)');
-  for (const s of ['size', 'rank', 'debug']) await a2.next(new RegExp(`^cmd=set ${s}=`), `A': cmd=set ${s}=`);
-  await a2.request('cmd=init pmi_version=1 pmi_subversion=1', /^cmd=response_to_init rc=0\b/, 'A\': response_to_init');
-  await a2.request('cmd=finalize', /^cmd=finalize_ack rc=0/, 'A\': the kept finalize_ack', 5_000);
-  t.equal(job.serverSaw(0, /^cmd=finalize$/), 1, 'the server saw one finalize from rank 0');
-  await b.request('cmd=finalize', /^cmd=finalize_ack rc=0/, 'B: finalize_ack');
-  t.equal((await job.serverExit()).code, 0, `serve saw a normal job (${logTail(job.serverLogs.stderr)})`);
-  t.equal((await job.relayExit()).code, 0, 'the relay ended with both sessions finalized');
-});
+t.test('TCP, finalize_ack stuck in the frozen connection: the restored rank may join again and collect it', { skip }, (t) => finalizeAckKept(t, 'tcp'));

@@ -118,7 +118,9 @@ t.test('multi-writer re-puts: the relay answers exactly as the server does', asy
       t.ok(r.answers.includes('round 2: rank 1 get w -> A'), 'the repro: after A, B, A the relay too answers w=A');
       t.equal(r.serve, 0, 'serve: job finished');
       t.equal(r.relay, 0, 'relay: all sessions finalized');
-      t.notMatch(r.relayLog, /identical to one already acknowledged/, 'no put of a live client was answered by the relay itself');
+      // The relay logs a put it answers itself as "answered put (…)" (today only a restarted rank's
+      // re-sent put, after a takeover); the old rule's "identical to one already acknowledged" is gone.
+      t.notMatch(r.relayLog, /answered put\b|identical to one already acknowledged/, 'no put of a live client was answered by the relay itself');
     });
   }
 });

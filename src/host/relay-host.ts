@@ -68,6 +68,8 @@ export class RelayHost {
   private readonly relayEvents = new Set<(e: RelayEvent) => void>();
   private readonly maxLine: number;
   private nextClient = 1;
+  /** close() was called: the connections it destroys are not reported to the engine. */
+  private closing = false;
   private fdUsed = false;
   /** What a client connection we ended had left unread when we released its fd (close-soon.ts). */
   private readonly unreadAtRelease = new Map<ClientId, number | undefined>();
@@ -179,8 +181,11 @@ export class RelayHost {
       },
       onClose: (reason) => {
         if (counted) this.limits.release(id);
-        // Reported before the connection is forgotten: the engine asks what it left unread.
-        this.step({ kind: 'client-close', client: id, reason });
+        // Reported before the connection is forgotten: the engine asks what it left unread. Not
+        // when the relay itself is closing: its own destroy() leaves no fd to ask, and every
+        // reply it had just written (the last finalize_ack) would be logged as kept for a re-send
+        // that can no longer come.
+        if (!this.closing) this.step({ kind: 'client-close', client: id, reason });
         this.clients.delete(id);
         this.unreadAtRelease.delete(id);
       },
@@ -344,6 +349,7 @@ export class RelayHost {
   }
 
   async close(): Promise<void> {
+    this.closing = true;
     clearInterval(this.ticker);
     clearInterval(this.sweep);
     for (const t of this.timers.values()) clearTimeout(t);
