@@ -118,14 +118,14 @@ async function rejection(p: Promise<unknown>): Promise<RemotePmiError> {
 
 t.test('init: the PMI-1 init line, then fullinit with pmirank=PMI_ID (no initack, also over PMI_PORT); missing rc = 0', async (t) => {
   const { fake, c } = await connected(t, {});
-  t.same(fake.seen.slice(0, 3), ['cmd=init pmi_version=2 pmi_subversion=0', 'cmd=fullinit;pmirank=3;', 'cmd=job-getid;']);
+  t.same(fake.seen.slice(0, 3), ['cmd=init pmi_version=2 pmi_subversion=0', 'cmd=fullinit;pmirank=3;threaded=FALSE;', 'cmd=job-getid;']);
   t.match(c, { rank: 3, size: 4, appnum: 1, jobid: 'job-7', kvsname: 'job-7', debugged: false, pmiverbose: false, isInitialized: true });
 });
 
 t.test('fullinit: pmirank from PMI_RANK when there is no PMI_ID, -1 when neither', async (t) => {
   for (const [ep, want] of [
-    [{ rank: 2 }, 'cmd=fullinit;pmirank=2;'],
-    [{}, 'cmd=fullinit;pmirank=-1;'],
+    [{ rank: 2 }, 'cmd=fullinit;pmirank=2;threaded=FALSE;'],
+    [{}, 'cmd=fullinit;pmirank=-1;threaded=FALSE;'],
   ] as const) {
     const fake = await fakeServer(t, scripted(BASIC));
     const c = await Pmi2Client.connect({ mode: 'port', address: { kind: 'tcp', host: '127.0.0.1', port: fake.port }, ...ep }, { timeoutMs: 10_000 });
@@ -135,12 +135,23 @@ t.test('fullinit: pmirank from PMI_RANK when there is no PMI_ID, -1 when neither
   }
 });
 
+t.test('fullinit carries pmijobid when given (PMI_JOBID under Slurm, whose stepd requires it and threaded)', async (t) => {
+  const fake = await fakeServer(t, scripted(BASIC));
+  const sock = await new Promise<Socket>((resolve) => {
+    const s: Socket = connect({ host: '127.0.0.1', port: fake.port }, () => resolve(s));
+  });
+  const c = new Pmi2Client(sock, { rank: 1 }, { timeoutMs: 10_000, pmijobid: '7.0' });
+  await c.init();
+  t.equal(fake.seen[1], 'cmd=fullinit;pmijobid=7.0;pmirank=1;threaded=FALSE;');
+  c.close();
+});
+
 t.test('PMI_FD mode: pmirank is PMI_ID when set (as MPICH reads it), else PMI_RANK', async (t) => {
   t.match(endpointFromEnv({ PMI_FD: '5', PMI_ID: '2', PMI_RANK: '1', PMI_SIZE: '4' }), { mode: 'fd', fd: 5, pmiid: 2, rank: 1, size: 4 });
   t.notOk('pmiid' in endpointFromEnv({ PMI_FD: '5', PMI_RANK: '1' }));
   for (const [env, want] of [
-    [{ PMI_FD: '5', PMI_ID: '2', PMI_RANK: '1' }, 'cmd=fullinit;pmirank=2;'],
-    [{ PMI_FD: '5', PMI_RANK: '1' }, 'cmd=fullinit;pmirank=1;'],
+    [{ PMI_FD: '5', PMI_ID: '2', PMI_RANK: '1' }, 'cmd=fullinit;pmirank=2;threaded=FALSE;'],
+    [{ PMI_FD: '5', PMI_RANK: '1' }, 'cmd=fullinit;pmirank=1;threaded=FALSE;'],
   ] as const) {
     const fake = await fakeServer(t, scripted(BASIC));
     const sock = await new Promise<Socket>((resolve) => {

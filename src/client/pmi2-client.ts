@@ -5,7 +5,8 @@
  *
  * On the wire, as MPICH's PMI2_Init: the PMI-1 line `cmd=init pmi_version=2 pmi_subversion=0`,
  * its `cmd=response_to_init` line, then length-prefixed frames both ways, starting with
- * `fullinit;pmirank=N` (PMI_ID, else PMI_RANK; never an initack, also over PMI_PORT).
+ * `fullinit;pmirank=N` (PMI_ID, else PMI_RANK; never an initack, also over PMI_PORT), with
+ * `pmijobid` = PMI_JOBID when the launcher set it and `threaded=FALSE` (Slurm's stepd requires both).
  *
  * Replies are read liberally through the PMI-2 codec: any attribute order, unknown attributes
  * ignored, missing `rc` = 0, left- or right-aligned length headers, frames split across reads.
@@ -36,6 +37,11 @@ import { endpointFromEnv, type PmiEndpoint } from './env.js';
 export interface Pmi2ClientOptions extends ClientOptions {
   /** Longest reply frame accepted (bytes after the header; default: the PMI-2 limit, 64 KiB). */
   readonly maxFrame?: number;
+  /**
+   * `pmijobid` for fullinit: Slurm's stepd refuses a fullinit without it ("pmijobid missing in
+   * fullinit command"). Default: PMI_JOBID from the environment, as Slurm's libpmi2 sends it.
+   */
+  readonly pmijobid?: string;
 }
 
 /** Where a rank is: what fullinit told (and, for PMI_ID, what the environment said). */
@@ -66,12 +72,14 @@ export class Pmi2Client {
   pmiverbose = false;
   private readonly channel: ReplyChannel<WireItem>;
   private readonly pmirank: number;
+  private readonly pmijobid: string | undefined;
   private initialized = false;
 
   /** Connect using PMI_FD / PMI_PORT (+PMI_ID) from the environment, or an explicit endpoint. */
   static async connect(endpoint: PmiEndpoint = endpointFromEnv(), opts: Pmi2ClientOptions = {}): Promise<Pmi2Client> {
     const { socket, endpoint: ep } = await connectEndpoint(endpoint);
-    return new Pmi2Client(socket, ep, opts);
+    const jobid = opts.pmijobid ?? process.env['PMI_JOBID'];
+    return new Pmi2Client(socket, ep, { ...opts, ...(jobid !== undefined && jobid !== '' ? { pmijobid: jobid } : {}) });
   }
 
   constructor(socket: Socket, identity: Pmi2Identity = {}, opts: Pmi2ClientOptions = {}) {
@@ -79,6 +87,7 @@ export class Pmi2Client {
     this.size = identity.size ?? 1;
     // MPICH: PMI_ID, else PMI_RANK, else -1 (the server then decides).
     this.pmirank = identity.pmiid ?? identity.rank ?? -1;
+    this.pmijobid = opts.pmijobid;
     const framer = new WireFramer({ maxLine: opts.maxLine ?? 64 * 1024, ...(opts.maxFrame !== undefined ? { maxFrame: opts.maxFrame } : {}), detectForeign: false });
     this.channel = new ReplyChannel(socket, framer, opts.timeoutMs ?? 0);
   }
@@ -98,7 +107,8 @@ export class Pmi2Client {
         throw new RemotePmiError(`the PMI server refused PMI-2${said}; it serves PMI-1 only: use PMI-1 instead`, r.rc !== 0 ? r.rc : -1, PMI2_REFUSED, r.msg);
       }
     });
-    const f = await this.request({ cmd: 'fullinit', pmirank: this.pmirank });
+    // threaded=FALSE: Slurm's stepd also refuses a fullinit without it ("threaded missing").
+    const f = await this.request({ cmd: 'fullinit', ...(this.pmijobid !== undefined ? { pmijobid: this.pmijobid } : {}), pmirank: this.pmirank, threaded: false });
     this.rank = f.rank ?? this.rank;
     this.size = f.size ?? this.size;
     this.appnum = f.appnum ?? 0;
