@@ -5,9 +5,12 @@
  */
 import t from 'tap';
 import { connect } from 'node:net';
-import { collect, exitOf, runCli, runCommand, startCli, waitForLine } from './fixtures/cli.js';
+import { cliPath, collect, exitOf, runCli, runCommand, startCli, waitForLine } from './fixtures/cli.js';
+
+const cliNode = process.execPath;
 import { mpichMissing } from './fixtures/mpich.js';
 import { pmi1Exchange, pmi2Exchange, pmi2Missing } from './fixtures/pmi2.js';
+import { startTapped } from './fixtures/tap.js';
 
 const skip = pmi2Missing() ?? mpichMissing() ?? false;
 
@@ -138,9 +141,7 @@ t.test('serve: every foreign protocol is answered or closed at once, logged, and
 
 /** A rank process started by the test (not by pmibridge), with extra environment. */
 function runCliRank(exe: string, env: Record<string, string>): ReturnType<typeof runCommand> {
-  const clean = { ...process.env };
-  for (const k of ['PMI_FD', 'PMI_PORT', 'PMI_ID', 'PMI_RANK', 'PMI_SIZE']) delete clean[k];
-  return runCommand(exe, [], { env: { ...clean, ...env }, timeoutMs: 30_000 });
+  return runCommand(exe, [], { env: { ...cleanEnv(), ...env }, timeoutMs: 30_000 });
 }
 
 t.test("pmibridge's own PMI-2 client against its server: pmi exchange --pmi-version 2, alone and mixed with PMI-1", async (t) => {
@@ -155,3 +156,38 @@ t.test("pmibridge's own PMI-2 client against its server: pmi exchange --pmi-vers
   t.equal(refused.code, 1);
   t.match(refused.stderr, /the PMI server refused PMI-2/);
 });
+
+t.test("relay: every foreign protocol on its listener is answered or closed at once, logged, and its session still works", async (t) => {
+  const server = startCli(['serve', '-n', '1', '--listen', 'unix']);
+  const [, upstream] = await waitForLine(server, /^PMI_PORT=(\S+)$/);
+  const relay = startCli(['relay', '--upstream', String(upstream), '--listen', 'tcp://127.0.0.1:0', '--sessions', '1']);
+  const out = collect(relay);
+  const [, port] = await waitForLine(relay, /^PMI_PORT=(127\.0\.0\.1:\d+)$/);
+  for (const [what, bytes, reply] of FOREIGN) {
+    const r = await probe(String(port), bytes);
+    t.match(r.reply, reply, `${what}: answer`);
+    t.ok(r.closedMs < 5_000, `${what}: closed within ${r.closedMs} ms`);
+  }
+  const rank = await runCommand(cliNode, [cliPath, 'pmi', 'info'], { env: { ...cleanEnv(), PMI_PORT: String(port), PMI_ID: '0' }, timeoutMs: 30_000 });
+  t.equal(rank.code, 0, `a real rank through the relay still runs (stderr: ${rank.stderr})`);
+  t.equal((await exitOf(relay, 20_000)).code, 0);
+  t.equal((await exitOf(server, 20_000)).code, 0);
+  for (const word of ['HTTP GET', 'TLS ClientHello', 'SSH client banner', 'PMIx', 'binary data', 'PMI-2 length header']) t.match(out.stderr, word, `logged: ${word}`);
+});
+
+t.test('the tap port: non-HTTP bytes are closed at once; the job goes on', async (t) => {
+  const { child: server, tapPort } = await startTapped(t, ['serve', '-n', '1', '--tap', 'ws://127.0.0.1:0']);
+  for (const [what, bytes] of FOREIGN.filter(([w]) => w !== 'HTTP')) {
+    const r = await probe(`127.0.0.1:${tapPort}`, bytes);
+    t.ok(r.closedMs < 5_000, `${what}: closed within ${r.closedMs} ms`);
+    t.notMatch(r.reply, /200 OK|101 Switching/, `${what}: never served`);
+  }
+  server.kill('SIGTERM');
+  t.equal((await exitOf(server, 30_000)).code, 128 + 15, 'serve was still serving, and ends on SIGTERM');
+});
+
+function cleanEnv(): NodeJS.ProcessEnv {
+  const clean = { ...process.env };
+  for (const k of ['PMI_FD', 'PMI_PORT', 'PMI_ID', 'PMI_RANK', 'PMI_SIZE']) delete clean[k];
+  return clean;
+}
