@@ -344,3 +344,21 @@ t.test('property: with foreign detection on, any bytes under any chunking give t
   );
   t.pass('1500 runs');
 });
+
+t.test('pmi1Sticky: a stream that spoke PMI-1 stays PMI-1, so a line starting with a digit is a garbage line, not a bad length', async (t) => {
+  const pmi1 = latin1('cmd=init pmi_version=1 pmi_subversion=1\n9\xa1garbage\n  12 also a line\n' + frame('cmd=kvs-fence;') + '\n');
+  t.same(run([pmi1], { pmi1Sticky: true }).out, [
+    { kind: 'line', line: 'cmd=init pmi_version=1 pmi_subversion=1' },
+    { kind: 'line', line: '9\xa1garbage' },
+    { kind: 'line', line: '  12 also a line' },
+    { kind: 'line', line: frame('cmd=kvs-fence;') },
+  ]);
+  t.match(run([pmi1]).out[1], { kind: 'bad-frame' }, 'without it (a client reading a server): a bad length');
+  const pmi2 = latin1('cmd=init pmi_version=2 pmi_subversion=0\n' + frame('cmd=fullinit;pmirank=0;') + frame('cmd=finalize;'));
+  t.same(run([pmi2], { pmi1Sticky: true }).out, [
+    { kind: 'line', line: 'cmd=init pmi_version=2 pmi_subversion=0' },
+    { kind: 'frame', body: 'cmd=fullinit;pmirank=0;' },
+    { kind: 'frame', body: 'cmd=finalize;' },
+  ], "PMI-2's own init line does not make the stream PMI-1");
+  t.same(run(byteByByte(pmi1), { pmi1Sticky: true }).out, run([pmi1], { pmi1Sticky: true }).out, 'byte by byte: the same');
+});

@@ -257,7 +257,8 @@ export class RelayHost {
           this.step({ kind: 'upstream-close', session, reason });
         },
       },
-      { detectForeign: false }, // the upstream is the server we chose to talk to
+      // The upstream is the server we chose to talk to; its replies to a PMI-2 client are a line, then frames.
+      { detectForeign: false, pmi1Sticky: false },
     );
     this.upstreams.set(session, conn);
     if (spec.kind === 'fd' || !socket.connecting) this.step({ kind: 'upstream-connected', session });

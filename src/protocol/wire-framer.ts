@@ -15,6 +15,13 @@
  * response) are kept, the rest is counted and dropped, and they are reported once as `overlong`
  * when their end has gone by. Memory per connection is bounded by max(maxLine, maxFrame, 128) + 16.
  *
+ * Optionally (`pmi1Sticky`, for the streams clients send to a server), a stream that has spoken
+ * PMI-1 stays PMI-1: once a line has gone by that is not the one PMI-1
+ * line a PMI-2 client sends (`cmd=init … pmi_version=2`), every later message is a line, also one
+ * that starts with a digit or a space (garbage a PMI-1 server answers and counts, instead of a
+ * PMI-2 length that is no number, which would end the connection). PMI-1 and PMI-2 never share a
+ * connection: a PMI-2 client's first message is that init line or a frame.
+ *
  * Optionally (`detectForeign`, default on) the first bytes of the stream are classified
  * (`first-bytes.ts`): HTTP, TLS, SSH, PMIx or binary are reported as `foreign` and the framer
  * stops, so the listener can answer or close at once with a reason.
@@ -46,11 +53,18 @@ export interface WireFramerOptions {
   readonly maxFrame?: number;
   /** Classify the stream's first bytes and stop at a foreign protocol (default true). */
   readonly detectForeign?: boolean;
+  /**
+   * A client's stream that has spoken PMI-1 stays PMI-1 (see above; default false: a server's
+   * replies to a PMI-2 client begin with the PMI-1 `response_to_init` line, then frames).
+   */
+  readonly pmi1Sticky?: boolean;
 }
 
 /** Bytes of an overlong message kept to name its command. */
 const PREFIX_KEEP = 128;
 const NL = 10;
+/** The PMI-1 line that opens a PMI-2 conversation. */
+const PMI2_INIT = /^cmd=init[ \t](?:.*[ \t])?pmi_version=2(?:[ \t]|$)/;
 
 type State =
   /** At a message boundary. */
@@ -86,11 +100,15 @@ export class WireFramer {
   readonly maxLine: number;
   readonly maxFrame: number;
   private state: State = START;
+  private readonly pmi1Sticky: boolean;
+  /** Set once the stream has spoken PMI-1 (pmi1Sticky): no more frames. */
+  private linesOnly = false;
   /** The stream's first bytes while they are being classified (detectForeign). */
   private opening: Buffer | null;
 
   constructor(options: WireFramerOptions) {
-    const { maxLine, maxFrame = PMI2_MAX_FRAME, detectForeign = true } = options;
+    const { maxLine, maxFrame = PMI2_MAX_FRAME, detectForeign = true, pmi1Sticky = false } = options;
+    this.pmi1Sticky = pmi1Sticky;
     for (const [name, v] of [['maxLine', maxLine], ['maxFrame', maxFrame]] as const) {
       if (!Number.isInteger(v) || v < 1) throw new TypeError(`${name} must be a positive integer, got ${v}`);
     }
@@ -194,7 +212,7 @@ export class WireFramer {
           return;
         case 'start': {
           const b = chunk[i] as number;
-          this.state = b === 0x20 || (b >= 0x30 && b <= 0x39) ? { t: 'header', bytes: [], progress: { digits: 0, trailing: false } } : { t: 'line', parts: [], have: 0 };
+          this.state = !this.linesOnly && (b === 0x20 || (b >= 0x30 && b <= 0x39)) ? { t: 'header', bytes: [], progress: { digits: 0, trailing: false } } : { t: 'line', parts: [], have: 0 };
           break;
         }
         case 'header':
@@ -319,6 +337,7 @@ export class WireFramer {
     }
     const line = s.parts.length === 0 ? chunk.toString('latin1', i, nl) : Buffer.concat([...s.parts, chunk.subarray(i, nl)]).toString('latin1');
     out.push({ kind: 'line', line });
+    if (this.pmi1Sticky && !this.linesOnly && !PMI2_INIT.test(line)) this.linesOnly = true;
     this.state = START;
     return nl + 1;
   }

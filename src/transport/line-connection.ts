@@ -46,6 +46,8 @@ export interface LineConnectionOptions {
    * (default true: every listener's peer). An upstream server's replies need no such check.
    */
   readonly detectForeign?: boolean;
+  /** A peer that spoke PMI-1 keeps speaking PMI-1 (wire-framer.ts `pmi1Sticky`; default true: clients). */
+  readonly pmi1Sticky?: boolean;
 }
 
 export class LineConnection {
@@ -73,7 +75,7 @@ export class LineConnection {
     private readonly handlers: LineConnectionHandlers,
     opts: LineConnectionOptions = {},
   ) {
-    this.framer = new WireFramer({ maxLine, detectForeign: opts.detectForeign ?? true });
+    this.framer = new WireFramer({ maxLine, detectForeign: opts.detectForeign ?? true, pmi1Sticky: opts.pmi1Sticky ?? true });
     // Also with the shared buffer: delivers what the stream read before we were attached.
     socket.on('data', (chunk: Buffer) => {
       this.onData(chunk);
