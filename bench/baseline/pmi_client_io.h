@@ -1,7 +1,9 @@
 /*
  * The socket plumbing shared by the bench's C PMI clients (pmi_load_client.c, pmi_wireup_client.c,
  * pmi_idle_client.c): connect to a PMI_PORT as MPICH reads it, write whole lines, read one line,
- * a monotonic clock. Header-only (static functions) so that each client stays one `cc` command.
+ * a monotonic clock; and for PMI-2 (`--pmi2`), build and read length-prefixed frames (a 6-byte
+ * `%6u` length, then `cmd=NAME;key=value;…;`, src/protocol/pmi2-frame.ts) and read their pairs.
+ * Header-only (static functions) so that each client stays one `cc` command.
  *
  * Define PMI_PROG (the program's name, for error messages) before including it; each client uses
  * only some of these (hence `unused`). The errors reported here are fatal: the bench treats a
@@ -137,6 +139,101 @@ static __attribute__((unused)) const char *pmi_read_line(int fd, char *buf, size
         if (r == 0) return "the server closed the connection";
         *len += (size_t)r;
     }
+}
+
+/* ---- PMI-2 frames ------------------------------------------------------------------------- */
+
+#define PMI2_HEADER 6
+
+/*
+ * `%6u` + body into out[cap] (what MPICH >= 4.1 and hydra write); returns the frame's length.
+ * Requests are built once or are short: an overlong one is fatal.
+ */
+static __attribute__((unused)) size_t pmi2_frame(char *out, size_t cap, const char *body)
+{
+    size_t bl = strlen(body);
+    if (bl > 999999 || PMI2_HEADER + bl >= cap) pmi_fatal("PMI-2 frame too long (%zu bytes)", bl);
+    snprintf(out, cap, "%6u", (unsigned)bl);
+    memcpy(out + PMI2_HEADER, body, bl + 1);
+    return PMI2_HEADER + bl;
+}
+
+/*
+ * If the connection's buffer (buf, *len bytes held) starts with a whole frame: copy its body
+ * NUL-terminated into body[bodycap] (truncated if longer), remove the frame from the buffer and
+ * return 1; 0 when more bytes are needed; -1 on a header that is not `spaces digits spaces`.
+ * Bodies longer than the buffer can never complete: the caller reports a full buffer.
+ */
+static __attribute__((unused)) int pmi2_take_frame(char *buf, size_t *len, char *body, size_t bodycap)
+{
+    if (*len < PMI2_HEADER) return 0;
+    size_t n = 0;
+    int digits = 0, trailing = 0;
+    for (int i = 0; i < PMI2_HEADER; i++) {
+        char ch = buf[i];
+        if (ch >= '0' && ch <= '9') {
+            if (trailing) return -1;
+            n = n * 10 + (size_t)(ch - '0');
+            digits++;
+        } else if (ch == ' ') {
+            if (digits) trailing = 1;
+        } else {
+            return -1;
+        }
+    }
+    if (!digits) return -1;
+    if (*len < PMI2_HEADER + n) return 0;
+    size_t k = n < bodycap - 1 ? n : bodycap - 1;
+    memcpy(body, buf + PMI2_HEADER, k);
+    body[k] = '\0';
+    memmove(buf, buf + PMI2_HEADER + n, *len - PMI2_HEADER - n);
+    *len -= PMI2_HEADER + n;
+    return 1;
+}
+
+/* The blocking read of one frame's body, as pmi_read_line reads a line (same buffer contract). */
+static __attribute__((unused)) const char *pmi2_read_frame(int fd, char *buf, size_t cap, size_t *len, char *body, size_t bodycap)
+{
+    for (;;) {
+        int t = pmi2_take_frame(buf, len, body, bodycap);
+        if (t > 0) return NULL;
+        if (t < 0) return "not a PMI-2 length header";
+        if (*len == cap) return "reply frame too long";
+        ssize_t r = read(fd, buf + *len, cap - *len);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) return strerror(errno);
+        if (r == 0) return "the server closed the connection";
+        *len += (size_t)r;
+    }
+}
+
+/*
+ * The value of `name` in a frame body (pointer into the body, its length in *len), or NULL.
+ * Pairs are `key=value;`; the first match wins (as MPICH's PMIU_cmd_find_keyval). A `;;` (an
+ * escaped `;`) is not unescaped: no value the bench checks contains one.
+ */
+static __attribute__((unused)) const char *pmi2_attr(const char *body, const char *name, size_t *len)
+{
+    size_t nl = strlen(name);
+    for (const char *p = body; *p;) {
+        const char *end = p;
+        while (*end && !(*end == ';' && end[1] != ';')) end += *end == ';' ? 2 : 1;
+        if ((size_t)(end - p) > nl && !strncmp(p, name, nl) && p[nl] == '=') {
+            *len = (size_t)(end - p) - nl - 1;
+            return p + nl + 1;
+        }
+        p = *end ? end + 1 : end;
+    }
+    return NULL;
+}
+
+/* The body answers `cmd=<cmd>` with rc=0 (the rc pair is required: every PMI-2 response has one). */
+static __attribute__((unused)) int pmi2_reply_ok(const char *body, const char *cmd)
+{
+    size_t cl = strlen(cmd), len;
+    if (strncmp(body, "cmd=", 4) || strncmp(body + 4, cmd, cl) || body[4 + cl] != ';') return 0;
+    const char *rc = pmi2_attr(body, "rc", &len);
+    return rc && len == 1 && rc[0] == '0';
 }
 
 #endif

@@ -18,6 +18,19 @@
  *   cmd=finalize          -> cmd=finalize_ack rc=0, then close (exit when SIZE have finalized)
  *   anything else         -> cmd=error rc=-1
  *
+ * PMI-2 (src/protocol/pmi2-frame.ts), on a connection whose init line asked pmi_version=2: the
+ * answer `cmd=response_to_init rc=0 pmi_version=2 pmi_subversion=0`, then 6-byte length-prefixed
+ * frames both ways, the same bytes pmibridge answers:
+ *   cmd=fullinit;pmirank=R;  -> cmd=fullinit-response;rc=0;pmi-version=2;pmi-subversion=0;rank=R;
+ *                               size=SIZE;appnum=0;debugged=FALSE;pmiverbose=FALSE;
+ *   cmd=kvs-get;…;key=K;     -> cmd=kvs-get-response;rc=0;found=TRUE;value=<--value>;  (one canned
+ *                               frame), or for key=bc-R the business card, as for PMI-1
+ *   cmd=kvs-put;…            -> cmd=kvs-put-response;rc=0;   (not stored)
+ *   cmd=kvs-fence;           -> cmd=kvs-fence-response;rc=0; to everyone: the same barrier as
+ *                               barrier_in (a job may mix both)
+ *   cmd=finalize;            -> cmd=finalize-response;rc=0;, then close
+ *   anything else            -> cmd=error;rc=-1;msg=unknown_command;
+ *
  * Transports (any combination):
  *   --unix PATH           listen on a Unix stream socket
  *   --tcp                 listen on 127.0.0.1, ephemeral port (only loopback, never elsewhere)
@@ -56,6 +69,7 @@ struct conn {
     int fd;
     int in_barrier;
     int finalized;
+    int pmi2; /* frames since its init line asked pmi_version=2 */
     size_t inlen;
     char in[IN_MAX];
     char *out; /* pending bytes when a write could not complete (never with lock-step clients) */
@@ -75,6 +89,8 @@ static pid_t *spawned_pids;
 static const char *value = NULL;
 static char get_reply[1200];
 static size_t get_reply_len;
+static char get_reply2[1200]; /* the PMI-2 kvs-get-response frame, header included */
+static size_t get_reply2_len;
 
 static void die(const char *what)
 {
@@ -162,6 +178,69 @@ static void flush_out(struct conn *c)
 
 #define SEND_LIT(c, s) send_bytes((c), (s), sizeof(s) - 1)
 
+/* A PMI-2 frame: the `%6u` length header, then the body. */
+static void send_frame(struct conn *c, const char *body, size_t len)
+{
+    char buf[1300];
+    if (len > sizeof buf - 7) return; /* never: every body here is short */
+    snprintf(buf, sizeof buf, "%6u", (unsigned)len);
+    memcpy(buf + 6, body, len);
+    send_bytes(c, buf, 6 + len);
+}
+
+#define SEND_FRAME_LIT(c, s) send_frame((c), (s), sizeof(s) - 1)
+
+/* Everyone in the barrier is released (barrier_in and kvs-fence alike). */
+static void enter_barrier(struct conn *c)
+{
+    if (c->in_barrier) return;
+    c->in_barrier = 1;
+    if (++barrier_count < job_size) return;
+    barrier_count = 0;
+    for (int fd = 0; fd <= max_fd; fd++) {
+        struct conn *o = conns[fd];
+        if (o && o->in_barrier) {
+            o->in_barrier = 0;
+            if (o->pmi2) SEND_FRAME_LIT(o, "cmd=kvs-fence-response;rc=0;");
+            else SEND_LIT(o, "cmd=barrier_out rc=0\n");
+        }
+    }
+}
+
+/* One PMI-2 frame body (NUL-terminated). Returns 0, or -1 when the connection must be closed. */
+static int handle_frame(struct conn *c, const char *body)
+{
+    if (strncmp(body, "cmd=kvs-get;", 12) == 0) {
+        const char *k = strstr(body, ";key=bc-");
+        if (k && k[8] >= '0' && k[8] <= '9') {
+            int rank = atoi(k + 8);
+            char buf[256];
+            int n = snprintf(buf, sizeof buf, "cmd=kvs-get-response;rc=0;found=TRUE;value=tcp://127.0.0.1:%d/%0100d;", 10000 + rank, rank);
+            send_frame(c, buf, (size_t)n);
+        } else {
+            send_bytes(c, get_reply2, get_reply2_len);
+        }
+    } else if (strncmp(body, "cmd=kvs-put;", 12) == 0) {
+        SEND_FRAME_LIT(c, "cmd=kvs-put-response;rc=0;");
+    } else if (strncmp(body, "cmd=kvs-fence;", 14) == 0) {
+        enter_barrier(c);
+    } else if (strncmp(body, "cmd=fullinit;", 13) == 0) {
+        const char *p = strstr(body, ";pmirank=");
+        int rank = p ? atoi(p + 9) : 0;
+        char buf[256];
+        int n = snprintf(buf, sizeof buf, "cmd=fullinit-response;rc=0;pmi-version=2;pmi-subversion=0;rank=%d;size=%d;appnum=0;debugged=FALSE;pmiverbose=FALSE;", rank, job_size);
+        send_frame(c, buf, (size_t)n);
+    } else if (strncmp(body, "cmd=finalize;", 13) == 0) {
+        SEND_FRAME_LIT(c, "cmd=finalize-response;rc=0;");
+        c->finalized = 1;
+        finalized_count++;
+        return -1;
+    } else {
+        SEND_FRAME_LIT(c, "cmd=error;rc=-1;msg=unknown_command;");
+    }
+    return 0;
+}
+
 /* Returns 0, or -1 when the connection must be closed after this line. */
 static int handle_line(struct conn *c, char *line, size_t len)
 {
@@ -179,7 +258,12 @@ static int handle_line(struct conn *c, char *line, size_t len)
     } else if (strncmp(line, "cmd=put ", 8) == 0) {
         SEND_LIT(c, "cmd=put_result rc=0\n");
     } else if (strncmp(line, "cmd=init ", 9) == 0) {
-        SEND_LIT(c, "cmd=response_to_init rc=0 pmi_version=1 pmi_subversion=1\n");
+        if (strstr(line, " pmi_version=2")) {
+            c->pmi2 = 1; /* frames from the next byte on */
+            SEND_LIT(c, "cmd=response_to_init rc=0 pmi_version=2 pmi_subversion=0\n");
+        } else {
+            SEND_LIT(c, "cmd=response_to_init rc=0 pmi_version=1 pmi_subversion=1\n");
+        }
     } else if (strncmp(line, "cmd=initack ", 12) == 0) {
         const char *p = strstr(line, "pmiid=");
         int rank = p ? atoi(p + 6) : 0;
@@ -187,19 +271,7 @@ static int handle_line(struct conn *c, char *line, size_t len)
         int n = snprintf(buf, sizeof buf, "cmd=initack rc=0 rank=%d size=%d appnum=0 debug=0\ncmd=set size=%d\ncmd=set rank=%d\ncmd=set debug=0\n", rank, job_size, job_size, rank);
         send_bytes(c, buf, (size_t)n);
     } else if (strncmp(line, "cmd=barrier_in", 14) == 0) {
-        if (!c->in_barrier) {
-            c->in_barrier = 1;
-            if (++barrier_count == job_size) {
-                barrier_count = 0;
-                for (int fd = 0; fd <= max_fd; fd++) {
-                    struct conn *o = conns[fd];
-                    if (o && o->in_barrier) {
-                        o->in_barrier = 0;
-                        SEND_LIT(o, "cmd=barrier_out rc=0\n");
-                    }
-                }
-            }
-        }
+        enter_barrier(c);
     } else if (strncmp(line, "cmd=finalize", 12) == 0) {
         SEND_LIT(c, "cmd=finalize_ack rc=0\n");
         c->finalized = 1;
@@ -222,6 +294,31 @@ static void on_readable(struct conn *c)
     c->inlen += (size_t)n;
     size_t start = 0;
     for (;;) {
+        if (c->pmi2) {
+            /* A frame: 6 header bytes (spaces and digits, atoi'd), then the body. */
+            size_t avail = c->inlen - start;
+            if (avail < 6) break;
+            char hdr[7];
+            memcpy(hdr, c->in + start, 6);
+            hdr[6] = '\0';
+            size_t len = (size_t)atoi(hdr);
+            if (6 + len > IN_MAX - 1) { /* never from the bench's clients */
+                close_conn(c);
+                return;
+            }
+            if (avail < 6 + len) break;
+            char *body = c->in + start + 6;
+            char saved = body[len]; /* the next frame's first byte, or free space */
+            body[len] = '\0';
+            int r = handle_frame(c, body);
+            body[len] = saved;
+            if (r < 0) {
+                close_conn(c);
+                return;
+            }
+            start += 6 + len;
+            continue;
+        }
         char *nl = memchr(c->in + start, '\n', c->inlen - start);
         if (!nl) break;
         size_t len = (size_t)(nl - (c->in + start));
@@ -330,6 +427,11 @@ int main(int argc, char **argv)
         value = defval;
     }
     get_reply_len = (size_t)snprintf(get_reply, sizeof get_reply, "cmd=get_result rc=0 value=%s\n", value);
+    int body2 = snprintf(get_reply2 + 6, sizeof get_reply2 - 6, "cmd=kvs-get-response;rc=0;found=TRUE;value=%s;", value);
+    char hdr2[8];
+    snprintf(hdr2, sizeof hdr2, "%6d", body2);
+    memcpy(get_reply2, hdr2, 6);
+    get_reply2_len = 6 + (size_t)body2;
     signal(SIGPIPE, SIG_IGN);
     struct rlimit rl; /* one fd per connection: take all the kernel lets us */
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {

@@ -12,6 +12,12 @@
  * first. Then, untimed: init, barrier_in (so that every client of a job starts together). Then
  * the timed `cmd=get kvsname=K key=KEY` loop, then finalize (untimed).
  *
+ * With --pmi-version 2, the same in PMI-2 (src/protocol/pmi2-frame.ts): no initack; the line
+ * `cmd=init pmi_version=2 pmi_subversion=0`, then length-prefixed frames: fullinit with
+ * pmirank = PMI_ID (PMI_PORT) or PMI_RANK (PMI_FD), kvs-fence as the start barrier, the timed
+ * `cmd=kvs-get;jobid=K;srcid=-1;key=KEY;` loop (each reply must start
+ * `cmd=kvs-get-response;rc=0;found=TRUE;`), finalize. --cmd is then a frame body.
+ *
  *   --iters N --warmup M        count mode: M untimed gets, then N timed ones (B1)
  *   --warmup-ms W --window-ms D --tail-ms T
  *                               window mode: after the barrier, W ms of warm-up, D ms measured,
@@ -24,6 +30,7 @@
  *                               missing key, which a relay must forward; get_maxes, which it
  *                               answers itself); every reply must start with P (default: any
  *                               reply but cmd=error). Without --cmd: `cmd=get_result rc=0`.
+ *   --pmi-version 1|2           the wire (default 1: PMI-1 lines; 2: PMI-2 frames, see above)
  *   --out DIR                   write DIR/client-<pid>.json (else stdout)
  *
  * The result: count, the measured span, and a histogram of round-trip times in 100 ns buckets
@@ -66,6 +73,7 @@ struct conn {
 static uint32_t *hist;
 static const char *expect_prefix = "cmd=get_result rc=0"; /* NULL: anything but cmd=error */
 static uint64_t overflow, max_ns, measured;
+static int pmi2; /* --pmi-version 2: frames after the init line */
 
 static void fail(const char *fmt, const char *arg)
 {
@@ -91,12 +99,50 @@ static void read_line(struct conn *c, char *line, size_t cap)
     if (err) fail("reading a reply: %s", err);
 }
 
+/* Read one reply (blocking): a line, or after the PMI-2 init line a frame's body. */
+static void read_reply(struct conn *c, char *line, size_t cap)
+{
+    const char *err = pmi2 ? pmi2_read_frame(c->fd, c->buf, sizeof c->buf, &c->len, line, cap) : pmi_read_line(c->fd, c->buf, sizeof c->buf, &c->len, line, cap);
+    if (err) fail("reading a reply: %s", err);
+}
+
+/* A whole reply from the buffer, if there is one (epoll path): 1, or 0 when more bytes are needed. */
+static int take_reply(struct conn *c, char *line, size_t cap)
+{
+    if (pmi2) {
+        int t = pmi2_take_frame(c->buf, &c->len, line, cap);
+        if (t < 0) fail("%s", "a reply is not a PMI-2 frame");
+        return t;
+    }
+    char *nl = memchr(c->buf, '\n', c->len);
+    if (!nl) return 0;
+    size_t n = (size_t)(nl - c->buf), k = n < cap - 1 ? n : cap - 1;
+    memcpy(line, c->buf, k);
+    line[k] = '\0';
+    memmove(c->buf, nl + 1, c->len - n - 1);
+    c->len -= n + 1;
+    return 1;
+}
+
 static void expect(struct conn *c, const char *prefix)
 {
     char line[2048];
     read_line(c, line, sizeof line);
     if (strncmp(line, prefix, strlen(prefix)) != 0 || !strstr(line, "rc=0")) {
         fprintf(stderr, "pmi_load_client: expected %s…, got: %s\n", prefix, line);
+        exit(1);
+    }
+}
+
+/* PMI-2: send the frame with this body, and expect `cmd=<response>` with rc=0. */
+static void call2(struct conn *c, const char *body, const char *response)
+{
+    char req[1024], reply[2048];
+    size_t n = pmi2_frame(req, sizeof req, body);
+    pmi_write_all(c->fd, req, n);
+    read_reply(c, reply, sizeof reply);
+    if (!pmi2_reply_ok(reply, response)) {
+        fprintf(stderr, "pmi_load_client: expected cmd=%s;rc=0;…, got: %s\n", response, reply);
         exit(1);
     }
 }
@@ -130,6 +176,10 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--out")) outdir = v;
         else if (!strcmp(a, "--cmd")) cmd = v;
         else if (!strcmp(a, "--expect")) expect_opt = v;
+        else if (!strcmp(a, "--pmi-version")) {
+            if (strcmp(v, "1") && strcmp(v, "2")) fail("--pmi-version is 1 or 2, not %s", v);
+            pmi2 = v[0] == '2';
+        }
         else fail("unknown option %s", a);
         i++;
     }
@@ -138,19 +188,23 @@ int main(int argc, char **argv)
     if (nconns < 1 || nconns > MAX_CONNS) fail("%s", "--conns must be 1..1024");
     if (cmd) expect_prefix = expect_opt; /* with --cmd, the default is NULL: any non-error reply */
     else if (expect_opt) fail("%s", "--expect goes with --cmd");
+    else if (pmi2) expect_prefix = "cmd=kvs-get-response;rc=0;found=TRUE;";
     hist = calloc(NBUCKETS, sizeof *hist);
     struct conn *cs = calloc((size_t)nconns, sizeof *cs);
     if (!hist || !cs) fail("%s", "out of memory");
 
     const char *pmi_fd = getenv("PMI_FD"), *pmi_port = getenv("PMI_PORT"), *pmi_id = getenv("PMI_ID");
     char line[2048];
+    int id = 0; /* the first connection's rank (PMI_ID), PMI_RANK with PMI_FD */
     if (pmi_fd) {
         if (nconns != 1) fail("%s", "--conns needs PMI_PORT (PMI_FD is one connection)");
         cs[0].fd = atoi(pmi_fd);
+        id = getenv("PMI_RANK") ? atoi(getenv("PMI_RANK")) : 0;
     } else if (pmi_port) {
-        int id = pmi_id ? atoi(pmi_id) : 0;
+        id = pmi_id ? atoi(pmi_id) : 0;
         for (int j = 0; j < nconns; j++) {
             cs[j].fd = pmi_connect_port(pmi_port);
+            if (pmi2) continue; /* PMI-2 has no initack: the rank comes with fullinit */
             int n = snprintf(line, sizeof line, "cmd=initack pmiid=%d\n", id + j);
             pmi_write_all(cs[j].fd, line, (size_t)n);
         }
@@ -161,20 +215,46 @@ int main(int argc, char **argv)
     for (int j = 0; j < nconns; j++) setsockopt(cs[j].fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     /* Untimed set-up: handshake, init, and a barrier across the whole job. */
     for (int j = 0; j < nconns; j++) {
-        if (!pmi_fd) {
+        if (!pmi_fd && !pmi2) {
             expect(&cs[j], "cmd=initack");
             for (int k = 0; k < 3; k++) read_line(&cs[j], line, sizeof line); /* cmd=set size/rank/debug */
+        }
+        if (pmi2) {
+            /* The init line is PMI-1 (lines); its answer too; frames follow. */
+            static const char init2[] = "cmd=init pmi_version=2 pmi_subversion=0\n";
+            pmi_write_all(cs[j].fd, init2, sizeof init2 - 1);
+            expect(&cs[j], "cmd=response_to_init");
+            snprintf(line, sizeof line, "cmd=fullinit;pmirank=%d;", id + j);
+            call2(&cs[j], line, "fullinit-response");
+            continue;
         }
         static const char init[] = "cmd=init pmi_version=1 pmi_subversion=1\n";
         pmi_write_all(cs[j].fd, init, sizeof init - 1);
         expect(&cs[j], "cmd=response_to_init");
     }
-    static const char bar[] = "cmd=barrier_in\n";
-    for (int j = 0; j < nconns; j++) pmi_write_all(cs[j].fd, bar, sizeof bar - 1);
-    for (int j = 0; j < nconns; j++) expect(&cs[j], "cmd=barrier_out");
-
     char req[512];
-    int reqlen = cmd ? snprintf(req, sizeof req, "%s\n", cmd) : snprintf(req, sizeof req, "cmd=get kvsname=%s key=%s\n", kvsname, key);
+    if (pmi2) {
+        size_t fl = pmi2_frame(req, sizeof req, "cmd=kvs-fence;");
+        for (int j = 0; j < nconns; j++) pmi_write_all(cs[j].fd, req, fl);
+        for (int j = 0; j < nconns; j++) {
+            read_reply(&cs[j], line, sizeof line);
+            if (!pmi2_reply_ok(line, "kvs-fence-response")) fail("kvs-fence answered: %s", line);
+        }
+    } else {
+        static const char bar[] = "cmd=barrier_in\n";
+        for (int j = 0; j < nconns; j++) pmi_write_all(cs[j].fd, bar, sizeof bar - 1);
+        for (int j = 0; j < nconns; j++) expect(&cs[j], "cmd=barrier_out");
+    }
+
+    int reqlen;
+    if (pmi2) {
+        char body[480];
+        int bl = cmd ? snprintf(body, sizeof body, "%s", cmd) : snprintf(body, sizeof body, "cmd=kvs-get;jobid=%s;srcid=-1;key=%s;", kvsname, key);
+        if (bl <= 0 || (size_t)bl >= sizeof body) fail("%s", "request frame too long");
+        reqlen = (int)pmi2_frame(req, sizeof req, body);
+    } else {
+        reqlen = cmd ? snprintf(req, sizeof req, "%s\n", cmd) : snprintf(req, sizeof req, "cmd=get kvsname=%s key=%s\n", kvsname, key);
+    }
     if (reqlen <= 0 || (size_t)reqlen >= sizeof req) fail("%s", "request line too long");
     uint64_t t0 = pmi_now_ns(), m0, m1, end;
     if (window_mode) {
@@ -191,14 +271,14 @@ int main(int argc, char **argv)
         if (!window_mode) {
             for (long i = 0; i < warmup; i++) {
                 pmi_write_all(c->fd, req, (size_t)reqlen);
-                read_line(c, line, sizeof line);
+                read_reply(c, line, sizeof line);
                 if (!reply_ok(line)) fail("unexpected reply: %s", line);
             }
             span_start = pmi_now_ns();
             for (long i = 0; i < iters; i++) {
                 uint64_t s = pmi_now_ns();
                 pmi_write_all(c->fd, req, (size_t)reqlen);
-                read_line(c, line, sizeof line);
+                read_reply(c, line, sizeof line);
                 record(pmi_now_ns() - s);
             }
             span_end = pmi_now_ns();
@@ -210,7 +290,7 @@ int main(int argc, char **argv)
                 uint64_t s = pmi_now_ns();
                 if (s >= end) break;
                 pmi_write_all(c->fd, req, (size_t)reqlen);
-                read_line(c, line, sizeof line);
+                read_reply(c, line, sizeof line);
                 uint64_t e = pmi_now_ns();
                 if (s >= m0 && e <= m1) record(e - s);
             }
@@ -239,13 +319,8 @@ int main(int argc, char **argv)
                 ssize_t r = read(c->fd, c->buf + c->len, sizeof c->buf - c->len);
                 if (r <= 0) fail("%s", "server closed the connection or read failed");
                 c->len += (size_t)r;
-                char *nl;
-                while ((nl = memchr(c->buf, '\n', c->len))) {
-                    size_t l = (size_t)(nl - c->buf);
-                    *nl = '\0';
-                    if (!reply_ok(c->buf)) fail("unexpected reply: %s", c->buf);
-                    memmove(c->buf, nl + 1, c->len - l - 1);
-                    c->len -= l + 1;
+                while (take_reply(c, line, sizeof line)) {
+                    if (!reply_ok(line)) fail("unexpected reply: %s", line);
                     uint64_t e = pmi_now_ns();
                     if (c->sent_at >= m0 && e <= m1) record(e - c->sent_at);
                     if (e >= end) {
@@ -263,8 +338,12 @@ int main(int argc, char **argv)
 
     static const char fin[] = "cmd=finalize\n";
     for (int j = 0; j < nconns; j++) {
-        pmi_write_all(cs[j].fd, fin, sizeof fin - 1);
-        expect(&cs[j], "cmd=finalize_ack");
+        if (pmi2) {
+            call2(&cs[j], "cmd=finalize;", "finalize-response");
+        } else {
+            pmi_write_all(cs[j].fd, fin, sizeof fin - 1);
+            expect(&cs[j], "cmd=finalize_ack");
+        }
         close(cs[j].fd);
     }
 

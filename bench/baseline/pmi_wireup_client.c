@@ -18,9 +18,17 @@
  * the one the initack reply names); or PMI_FD (one connection, rank PMI_RANK, e.g. under
  * mpiexec.hydra). Untimed set-up: handshake, init, then a start barrier over the whole job.
  *
+ * With --pmi-version 2 the same wire-up in PMI-2 (src/protocol/pmi2-frame.ts), as MPICH's PMI-2
+ * client does it: no initack; the line `cmd=init pmi_version=2 pmi_subversion=0`, then frames:
+ * fullinit with pmirank = the rank (PMI_ID+j, or PMI_RANK), whose answer names rank and size;
+ * job-getid when no --kvsname; kvs-fence as every barrier; timed: kvs-put of bc-<rank>, kvs-fence,
+ * N kvs-get (`jobid=K;srcid=-1;key=bc-R;`, each answer must be found=TRUE with the owner's card),
+ * kvs-fence, finalize.
+ *
  *   --conns K       connections (ranks) in this process (PMI_PORT only); default 1
  *   --size N        job size = the keys bc-0..bc-N-1 to get; default: the size the server reports
  *   --kvsname K     kvsname for put/get; default: asked with get_my_kvsname (untimed)
+ *   --pmi-version V 1 (PMI-1 lines, the default) or 2 (PMI-2 frames, see above)
  *   --out DIR       write DIR/wireup-<pid>.json (else stdout)
  *
  * Output: CLOCK_MONOTONIC times in ns (comparable across the processes of one machine) of this
@@ -69,6 +77,7 @@ struct conn {
 
 static const char *kvsname;
 static int job_size;
+static int pmi2; /* --pmi-version 2: frames after the init line */
 static uint64_t get_sum_ns, get_max_ns, gets_done;
 
 static void fail(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
@@ -132,13 +141,67 @@ static void expect(struct conn *c, const char *cmd, char *line)
     if (!reply_ok(line, cmd)) fail("rank %d: expected cmd=%s rc=0, got: %s", c->rank, cmd, line);
 }
 
+/* PMI-2, set-up only: send a frame with this body, read the answer into line, check it is cmd=<cmd> with rc=0. */
+static void call2(struct conn *c, const char *body, const char *cmd, char *line)
+{
+    char req[LINE_MAX_];
+    size_t n = pmi2_frame(req, sizeof req, body);
+    pmi_write_all(c->fd, req, n);
+    const char *err = pmi2_read_frame(c->fd, c->buf, sizeof c->buf, &c->len, line, LINE_MAX_);
+    if (err) fail("rank %d: %s", c->rank, err);
+    if (!pmi2_reply_ok(line, cmd)) fail("rank %d: expected cmd=%s;rc=0;, got: %s", c->rank, cmd, line);
+}
+
+/* A reply of the timed wire-up: `cmd=<v1> rc=0` (PMI-1) or `cmd=<v2>;rc=0;` (PMI-2). */
+static int answered(const char *line, const char *v1, const char *v2)
+{
+    return pmi2 ? pmi2_reply_ok(line, v2) : reply_ok(line, v1);
+}
+
+/* A whole reply from the connection's buffer, if there is one: 1, or 0 when more bytes are needed. */
+static int take_reply(struct conn *c, char *line, size_t cap)
+{
+    if (pmi2) {
+        int t = pmi2_take_frame(c->buf, &c->len, line, cap);
+        if (t < 0) fail("rank %d: a reply is not a PMI-2 frame", c->rank);
+        return t;
+    }
+    char *nl = memchr(c->buf, '\n', c->len);
+    if (!nl) return 0;
+    size_t n = (size_t)(nl - c->buf), k = n < cap - 1 ? n : cap - 1;
+    memcpy(line, c->buf, k);
+    line[k] = '\0';
+    memmove(c->buf, nl + 1, c->len - n - 1);
+    c->len -= n + 1;
+    return 1;
+}
+
+/* Write this rank's request: the line as given (PMI-1), or the body as given in a frame (PMI-2). */
+static void send_req(struct conn *c, const char *req, size_t n)
+{
+    if (pmi2) {
+        char frame[LINE_MAX_ + 8];
+        n = pmi2_frame(frame, sizeof frame, req);
+        pmi_write_all(c->fd, frame, n);
+    } else {
+        pmi_write_all(c->fd, req, n);
+    }
+}
+
+static void send_barrier(struct conn *c)
+{
+    static const char barrier[] = "cmd=barrier_in\n", fence[] = "    14cmd=kvs-fence;";
+    if (pmi2) pmi_write_all(c->fd, fence, sizeof fence - 1);
+    else pmi_write_all(c->fd, barrier, sizeof barrier - 1);
+}
+
 static void send_get(struct conn *c)
 {
     char req[LINE_MAX_];
     int key = (c->rank + c->got) % job_size;
-    int n = snprintf(req, sizeof req, "cmd=get kvsname=%s key=bc-%d\n", kvsname, key);
+    int n = pmi2 ? snprintf(req, sizeof req, "cmd=kvs-get;jobid=%s;srcid=-1;key=bc-%d;", kvsname, key) : snprintf(req, sizeof req, "cmd=get kvsname=%s key=bc-%d\n", kvsname, key);
     c->sent_at = pmi_now_ns();
-    pmi_write_all(c->fd, req, (size_t)n);
+    send_req(c, req, (size_t)n);
 }
 
 static uint64_t t_put_barrier, t_gets, t_final_barrier, t_finalize;
@@ -151,16 +214,15 @@ static void max_into(uint64_t *t, uint64_t v)
 /* One reply line of the timed wire-up: check it, send this rank's next request. */
 static void on_reply(struct conn *c, const char *line)
 {
-    static const char barrier[] = "cmd=barrier_in\n";
     uint64_t now = pmi_now_ns();
     switch (c->state) {
     case S_PUT:
-        if (!reply_ok(line, "put_result")) fail("rank %d: put answered: %s", c->rank, line);
-        pmi_write_all(c->fd, barrier, sizeof barrier - 1);
+        if (!answered(line, "put_result", "kvs-put-response")) fail("rank %d: put answered: %s", c->rank, line);
+        send_barrier(c);
         c->state = S_BARRIER1;
         break;
     case S_BARRIER1:
-        if (!reply_ok(line, "barrier_out")) fail("rank %d: barrier answered: %s", c->rank, line);
+        if (!answered(line, "barrier_out", "kvs-fence-response")) fail("rank %d: barrier answered: %s", c->rank, line);
         max_into(&t_put_barrier, now);
         c->state = S_GET;
         c->got = 0;
@@ -170,8 +232,14 @@ static void on_reply(struct conn *c, const char *line)
         int key = (c->rank + c->got) % job_size;
         char want[VALUE_MAX];
         int wl = card(key, want, sizeof want);
-        size_t vl;
-        const char *v = reply_ok(line, "get_result") ? attr(line, "value", &vl) : NULL;
+        size_t vl, fl;
+        const char *v;
+        if (pmi2) {
+            const char *found = pmi2_reply_ok(line, "kvs-get-response") ? pmi2_attr(line, "found", &fl) : NULL;
+            v = found && fl == 4 && !memcmp(found, "TRUE", 4) ? pmi2_attr(line, "value", &vl) : NULL;
+        } else {
+            v = reply_ok(line, "get_result") ? attr(line, "value", &vl) : NULL;
+        }
         if (!v || vl != (size_t)wl || memcmp(v, want, vl)) fail("rank %d: get of bc-%d answered: %s", c->rank, key, line);
         uint64_t rtt = now - c->sent_at;
         get_sum_ns += rtt;
@@ -181,21 +249,22 @@ static void on_reply(struct conn *c, const char *line)
             send_get(c);
         } else {
             max_into(&t_gets, now);
-            pmi_write_all(c->fd, barrier, sizeof barrier - 1);
+            send_barrier(c);
             c->state = S_BARRIER2;
         }
         break;
     }
     case S_BARRIER2: {
-        static const char fin[] = "cmd=finalize\n";
-        if (!reply_ok(line, "barrier_out")) fail("rank %d: final barrier answered: %s", c->rank, line);
+        static const char fin[] = "cmd=finalize\n", fin2[] = "cmd=finalize;";
+        if (!answered(line, "barrier_out", "kvs-fence-response")) fail("rank %d: final barrier answered: %s", c->rank, line);
         max_into(&t_final_barrier, now);
-        pmi_write_all(c->fd, fin, sizeof fin - 1);
+        if (pmi2) send_req(c, fin2, sizeof fin2 - 1);
+        else send_req(c, fin, sizeof fin - 1);
         c->state = S_FINALIZE;
         break;
     }
     case S_FINALIZE:
-        if (!reply_ok(line, "finalize_ack")) fail("rank %d: finalize answered: %s", c->rank, line);
+        if (!answered(line, "finalize_ack", "finalize-response")) fail("rank %d: finalize answered: %s", c->rank, line);
         max_into(&t_finalize, now);
         c->state = S_DONE;
         break;
@@ -226,6 +295,10 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--size")) job_size = atoi(v);
         else if (!strcmp(a, "--kvsname")) kvsname = v;
         else if (!strcmp(a, "--out")) outdir = v;
+        else if (!strcmp(a, "--pmi-version")) {
+            if (strcmp(v, "1") && strcmp(v, "2")) fail("--pmi-version is 1 or 2, not %s", v);
+            pmi2 = v[0] == '2';
+        }
         else fail("unknown option %s", a);
         i++;
     }
@@ -247,6 +320,7 @@ int main(int argc, char **argv)
         for (int j = 0; j < nconns; j++) {
             cs[j].fd = pmi_connect_port(pmi_port);
             cs[j].rank = id + j;
+            if (pmi2) continue; /* PMI-2 has no initack: the rank comes with fullinit */
             int n = snprintf(line, sizeof line, "cmd=initack pmiid=%d\n", id + j);
             pmi_write_all(cs[j].fd, line, (size_t)n);
         }
@@ -259,6 +333,20 @@ int main(int argc, char **argv)
     /* Untimed set-up: handshake, init, kvsname, then a start barrier across the whole job. */
     for (int j = 0; j < nconns; j++) {
         struct conn *c = &cs[j];
+        if (pmi2) {
+            static const char init2[] = "cmd=init pmi_version=2 pmi_subversion=0\n";
+            pmi_write_all(c->fd, init2, sizeof init2 - 1);
+            expect(c, "response_to_init", line);
+            char body[64];
+            snprintf(body, sizeof body, "cmd=fullinit;pmirank=%d;", c->rank);
+            call2(c, body, "fullinit-response", line);
+            size_t l;
+            const char *r = pmi2_attr(line, "rank", &l);
+            if (r) c->rank = atoi(r);
+            const char *s = pmi2_attr(line, "size", &l);
+            if (s) reported_size = atoi(s);
+            continue;
+        }
         if (!pmi_fd) {
             expect(c, "initack", line);
             size_t l;
@@ -275,7 +363,14 @@ int main(int argc, char **argv)
     if (job_size <= 0) job_size = reported_size;
     if (job_size <= 0) fail("job size unknown: give --size N");
     static char kvs[512];
-    if (!kvsname) {
+    if (!kvsname && pmi2) {
+        call2(&cs[0], "cmd=job-getid;", "job-getid-response", line);
+        size_t l;
+        const char *k = pmi2_attr(line, "jobid", &l);
+        if (!k || l >= sizeof kvs) fail("no jobid in: %s", line);
+        memcpy(kvs, k, l);
+        kvsname = kvs;
+    } else if (!kvsname) {
         static const char ask[] = "cmd=get_my_kvsname\n";
         pmi_write_all(cs[0].fd, ask, sizeof ask - 1);
         expect(&cs[0], "my_kvsname", line);
@@ -285,11 +380,16 @@ int main(int argc, char **argv)
         memcpy(kvs, k, l);
         kvsname = kvs;
     }
-    static const char bar[] = "cmd=barrier_in\n";
-    for (int j = 0; j < nconns; j++) pmi_write_all(cs[j].fd, bar, sizeof bar - 1);
+    for (int j = 0; j < nconns; j++) send_barrier(&cs[j]);
     uint64_t t_start = 0;
     for (int j = 0; j < nconns; j++) {
-        expect(&cs[j], "barrier_out", line);
+        if (pmi2) {
+            const char *err = pmi2_read_frame(cs[j].fd, cs[j].buf, sizeof cs[j].buf, &cs[j].len, line, LINE_MAX_);
+            if (err) fail("rank %d: %s", cs[j].rank, err);
+            if (!pmi2_reply_ok(line, "kvs-fence-response")) fail("rank %d: kvs-fence answered: %s", cs[j].rank, line);
+        } else {
+            expect(&cs[j], "barrier_out", line);
+        }
         if (j == 0) t_start = pmi_now_ns(); /* the barrier releases all ranks at once: the first seen is when */
     }
 
@@ -302,9 +402,10 @@ int main(int argc, char **argv)
         if (epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev) < 0) fail("epoll_ctl: %s", strerror(errno));
         char val[VALUE_MAX];
         card(c->rank, val, sizeof val);
-        int n = snprintf(line, sizeof line, "cmd=put kvsname=%s key=bc-%d value=%s\n", kvsname, c->rank, val);
+        int n = pmi2 ? snprintf(line, sizeof line, "cmd=kvs-put;key=bc-%d;value=%s;", c->rank, val)
+                     : snprintf(line, sizeof line, "cmd=put kvsname=%s key=bc-%d value=%s\n", kvsname, c->rank, val);
         c->state = S_PUT;
-        pmi_write_all(c->fd, line, (size_t)n);
+        send_req(c, line, (size_t)n);
     }
     int active = nconns;
     struct epoll_event evs[256];
@@ -324,13 +425,8 @@ int main(int argc, char **argv)
                 continue;
             }
             c->len += (size_t)r;
-            char *nl;
-            while ((nl = memchr(c->buf, '\n', c->len))) {
-                size_t l = (size_t)(nl - c->buf);
-                *nl = '\0';
-                on_reply(c, c->buf);
-                memmove(c->buf, nl + 1, c->len - l - 1);
-                c->len -= l + 1;
+            while (take_reply(c, line, sizeof line)) {
+                on_reply(c, line);
                 if (c->state == S_DONE) {
                     /* The server closes after finalize_ack; we need not wait for that. */
                     epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);

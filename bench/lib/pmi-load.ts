@@ -9,6 +9,11 @@
  * key=PMI_process_mapping`, then finalize), the same job size, and each side's server is started
  * fresh per run and must exit 0 (every client finalized).
  *
+ * With `pmi: 2` the same in PMI-2 on both sides (load client --pmi-version 2): the init line, then
+ * frames — fullinit, kvs-fence (untimed), timed `cmd=kvs-get;jobid=kvs_bench_0;srcid=-1;
+ * key=PMI_process_mapping;`, finalize — answered by pmibridge's server (`--pmi-version any`, its
+ * default) and by the C server's PMI-2 mode (one canned kvs-get-response frame, the same bytes).
+ *
  * - unix / tcp: `pmibridge serve --size N --listen unix|tcp://127.0.0.1:0` vs
  *   `pmi_echo_server --size N --unix PATH|--tcp`; clients get PMI_PORT + PMI_ID.
  * - fd: `pmibridge run -n N -- client` vs `pmi_echo_server --spawn N -- client`: each client is
@@ -66,6 +71,11 @@ export interface LoadSpec {
    * whole request; on one CPU the round trip is mostly the two processes' own work.
    */
   readonly cpu?: number;
+  /**
+   * The wire: 1 (PMI-1 lines, the default) or 2 (PMI-2 frames after the init line). With 2 the
+   * request line is a frame body, e.g. `cmd=kvs-get;jobid=…;srcid=-1;key=…;`.
+   */
+  readonly pmi?: 1 | 2;
   /** The timed request (default: `get` of PMI_process_mapping, present in every server). */
   readonly request?: Request;
   /** Side `relay` only. */
@@ -113,7 +123,8 @@ function clientArgs(spec: LoadSpec, outDir: string, firstId: number | null): str
   const line = spec.request?.line;
   if (line?.includes('{id}') && firstId === null) throw new RangeError('a request line with {id} needs a socket transport (one PMI_ID per process)');
   const req = spec.request ? ['--cmd', (line ?? '').replaceAll('{id}', String(firstId)), '--expect', spec.request.expect] : [];
-  return [...modeArgs, ...req, '--conns', String(spec.connsPerProcess), '--kvsname', KVSNAME, '--out', outDir];
+  const wire = spec.pmi === 2 ? ['--pmi-version', '2'] : [];
+  return [...modeArgs, ...req, ...wire, '--conns', String(spec.connsPerProcess), '--kvsname', KVSNAME, '--out', outDir];
 }
 
 async function mustSucceed(what: string, p: Started): Promise<void> {
@@ -126,6 +137,7 @@ export async function runLoad(ctx: BenchContext, side: Side, transport: Transpor
   const { clients, connsPerProcess } = spec;
   if (clients % connsPerProcess !== 0) throw new RangeError(`${clients} clients do not split into processes of ${connsPerProcess}`);
   const processes = clients / connsPerProcess;
+  if (side === 'relay' && spec.pmi === 2) throw new RangeError('the relay forwards PMI-1 lines, not PMI-2 frames');
   const client = await ctx.tools.cc('pmi_load_client');
   const echo = await ctx.tools.cc('pmi_echo_server');
   const outDir = mkdtempSync(join(ctx.tmp, 'run-'));

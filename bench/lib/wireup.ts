@@ -6,6 +6,8 @@
  *
  * Every side gets the same client binary, the same lines and the same job size; every server
  * and relay must exit 0 (all ranks finalized), and every get answer is checked by the client.
+ * pmibridge direct also runs in PMI-2 (`{ kind: 'direct', pmi: 2 }`): the same client in its
+ * --pmi-version 2 mode (fullinit, kvs-put, kvs-fence, kvs-get frames), the same server.
  */
 import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -13,18 +15,19 @@ import { envWithoutPmi, start, type Started } from './proc.js';
 import type { BenchContext } from './types.js';
 
 /**
- * Where the ranks connect: the C floor, pmibridge's server, its server behind `relays` relays, or
- * (a reference only) mpiexec.hydra with one client process per rank over PMI_FD.
+ * Where the ranks connect: the C floor, pmibridge's server (in PMI-1, or with `pmi: 2` in PMI-2),
+ * its server behind `relays` relays, or (a reference only) mpiexec.hydra with one client process
+ * per rank over PMI_FD.
  */
 export type WireupSide =
   | { readonly kind: 'c' }
-  | { readonly kind: 'direct' }
+  | { readonly kind: 'direct'; readonly pmi?: 1 | 2 }
   | { readonly kind: 'relays'; readonly relays: number }
   | { readonly kind: 'hydra' };
 
 export function sideName(s: WireupSide): string {
   if (s.kind === 'c') return 'C epoll server (no KVS)';
-  if (s.kind === 'direct') return 'pmibridge direct';
+  if (s.kind === 'direct') return s.pmi === 2 ? 'pmibridge direct, PMI-2' : 'pmibridge direct';
   if (s.kind === 'hydra') return 'mpiexec.hydra (one process per rank)';
   return `pmibridge + ${s.relays} relays`;
 }
@@ -132,8 +135,9 @@ export async function runWireup(ctx: BenchContext, side: WireupSide, n: number, 
       }
     }
 
+    const wire = side.kind === 'direct' && side.pmi === 2 ? ['--pmi-version', '2'] : [];
     const procs = groups.map((g) =>
-      start(client, ['--conns', String(g.conns), '--size', String(n), '--kvsname', KVSNAME, '--out', outDir], {
+      start(client, ['--conns', String(g.conns), '--size', String(n), '--kvsname', KVSNAME, ...wire, '--out', outDir], {
         env: { ...env, PMI_PORT: g.port, PMI_ID: String(g.id) },
         limitMs,
       }),
