@@ -203,3 +203,17 @@ t.test('other protocols and unreadable streams: answered or closed with a reason
   t.same(e.item({ kind: 'truncated', wire: 'pmi2', prefix: 'cmd=kvs-', length: 9, declared: 30 }), []);
   t.match(h3.eventsOf('protocol-error'), [{ code: 'E_TRUNCATED' }], 'a message cut short is reported');
 });
+
+t.test('kvs-get answers are formatted once per fence epoch, and a new epoch answers the new value', async (t) => {
+  const h = new EngineHarness({ size: 1 });
+  const c = pmi2Rank(h, 0);
+  c.frame('cmd=kvs-put;key=k;value=one;');
+  c.frame('cmd=kvs-fence;');
+  t.same(c.frame('cmd=kvs-get;key=k;'), ['cmd=kvs-get-response;rc=0;found=TRUE;value=one;']);
+  t.same(c.frame('cmd=kvs-get;key=k;'), ['cmd=kvs-get-response;rc=0;found=TRUE;value=one;'], 'from the cache: the same bytes');
+  t.same(c.frame('cmd=kvs-get;key=k;thrid=5;'), ['cmd=kvs-get-response;thrid=5;rc=0;found=TRUE;value=one;'], 'a thrid is echoed (not cached)');
+  c.frame('cmd=kvs-put;key=k;value=two;');
+  t.same(c.frame('cmd=kvs-get;key=k;'), ['cmd=kvs-get-response;rc=0;found=TRUE;value=one;'], 'before the fence: the committed value');
+  c.frame('cmd=kvs-fence;');
+  t.same(c.frame('cmd=kvs-get;key=k;'), ['cmd=kvs-get-response;rc=0;found=TRUE;value=two;'], 'after it: the new one');
+});

@@ -588,6 +588,7 @@ export class ServerEngine {
     if (this.barrierCount === this.size) {
       const committed = this.kvs.commit();
       this.getReplies.clear();
+      this.pmi2.committed();
       out.push(event({ type: 'barrier-complete', epoch: this.kvs.epoch, committed, keys: this.kvs.size }));
       reply = { cmd: 'barrier_out', rc: 0 };
     } else if (this.barrierCount + this.finalizedCount >= this.size) {

@@ -53,6 +53,11 @@ interface AttrWait {
 
 export class Pmi2Requests {
   private readonly nodeAttrs = new Map<string, string>();
+  /**
+   * Formatted `kvs-get-response` frames of the committed KVS, by key, for gets without thrid: as
+   * for PMI-1 (engine.ts getReplies), a wire-up's N² gets only change answer when a fence commits.
+   */
+  private readonly getReplies = new Map<string, string>();
   private waits: AttrWait[] = [];
 
   constructor(private readonly job: ServerEngine) {}
@@ -91,6 +96,11 @@ export class Pmi2Requests {
     this.job.strike(conn, p, response === null ? null : pmi2FailureResponse(response ?? 'error', p), out);
   }
 
+  /** A barrier committed the KVS: cached answers are stale. */
+  committed(): void {
+    this.getReplies.clear();
+  }
+
   /** The connection is gone: its node-attribute waits with it. */
   forget(conn: Conn): void {
     if (this.waits.length > 0) this.waits = this.waits.filter((w) => w.conn !== conn);
@@ -120,8 +130,15 @@ export class Pmi2Requests {
       case 'kvs-get': {
         const bad = this.job.checkKey(q.key, undefined);
         if (bad) return fail(bad, false);
-        const value = q.jobid === undefined || q.jobid === this.job.kvsname ? this.job.committed(q.key) : undefined;
-        return ok(value === undefined ? { cmd: 'kvs-get-response', found: false } : { cmd: 'kvs-get-response', found: true, value });
+        const own = q.jobid === undefined || q.jobid === this.job.kvsname;
+        const cacheable = own && q.thrid === undefined;
+        const hit = cacheable ? this.getReplies.get(q.key) : undefined;
+        if (hit !== undefined) return void out.push(this.job.send(conn, hit));
+        const value = own ? this.job.committed(q.key) : undefined;
+        if (value === undefined) return ok({ cmd: 'kvs-get-response', found: false });
+        const frame = this.format(q, { cmd: 'kvs-get-response', found: true, value }, 0);
+        if (cacheable) this.getReplies.set(q.key, frame);
+        return void out.push(this.job.send(conn, frame));
       }
       case 'info-getjobattr': {
         const value = q.key === 'universeSize' ? String(this.job.universeSize) : this.job.committed(q.key);
