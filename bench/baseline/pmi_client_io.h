@@ -119,19 +119,24 @@ static __attribute__((unused)) int pmi_connect_port(const char *port)
  * bytes in all): the line is copied NUL-terminated without '\n' into line[linecap] (truncated if
  * longer) and removed from the buffer. Returns NULL, or what went wrong (the caller says whose).
  */
+/* Move the first whole line of buf[0, *len) into line (cut to linecap-1 bytes): 1, or 0 when none is complete. */
+static __attribute__((unused)) int pmi_take_line(char *buf, size_t *len, char *line, size_t linecap)
+{
+    char *nl = memchr(buf, '\n', *len);
+    if (!nl) return 0;
+    size_t n = (size_t)(nl - buf);
+    size_t k = n < linecap - 1 ? n : linecap - 1;
+    memcpy(line, buf, k);
+    line[k] = '\0';
+    memmove(buf, nl + 1, *len - n - 1);
+    *len -= n + 1;
+    return 1;
+}
+
 static __attribute__((unused)) const char *pmi_read_line(int fd, char *buf, size_t cap, size_t *len, char *line, size_t linecap)
 {
     for (;;) {
-        char *nl = memchr(buf, '\n', *len);
-        if (nl) {
-            size_t n = (size_t)(nl - buf);
-            size_t k = n < linecap - 1 ? n : linecap - 1;
-            memcpy(line, buf, k);
-            line[k] = '\0';
-            memmove(buf, nl + 1, *len - n - 1);
-            *len -= n + 1;
-            return NULL;
-        }
+        if (pmi_take_line(buf, len, line, linecap)) return NULL;
         if (*len == cap) return "reply line too long";
         ssize_t r = read(fd, buf + *len, cap - *len);
         if (r < 0 && errno == EINTR) continue;

@@ -114,14 +114,7 @@ static int take_reply(struct conn *c, char *line, size_t cap)
         if (t < 0) fail("%s", "a reply is not a PMI-2 frame");
         return t;
     }
-    char *nl = memchr(c->buf, '\n', c->len);
-    if (!nl) return 0;
-    size_t n = (size_t)(nl - c->buf), k = n < cap - 1 ? n : cap - 1;
-    memcpy(line, c->buf, k);
-    line[k] = '\0';
-    memmove(c->buf, nl + 1, c->len - n - 1);
-    c->len -= n + 1;
-    return 1;
+    return pmi_take_line(c->buf, &c->len, line, cap);
 }
 
 static void expect(struct conn *c, const char *prefix)

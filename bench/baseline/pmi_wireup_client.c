@@ -166,14 +166,7 @@ static int take_reply(struct conn *c, char *line, size_t cap)
         if (t < 0) fail("rank %d: a reply is not a PMI-2 frame", c->rank);
         return t;
     }
-    char *nl = memchr(c->buf, '\n', c->len);
-    if (!nl) return 0;
-    size_t n = (size_t)(nl - c->buf), k = n < cap - 1 ? n : cap - 1;
-    memcpy(line, c->buf, k);
-    line[k] = '\0';
-    memmove(c->buf, nl + 1, c->len - n - 1);
-    c->len -= n + 1;
-    return 1;
+    return pmi_take_line(c->buf, &c->len, line, cap);
 }
 
 /* Write this rank's request: the line as given (PMI-1), or the body as given in a frame (PMI-2). */
